@@ -32,12 +32,14 @@ class GenerationRequest:
     """One completion to produce for the served model ``model``.
 
     Exactly one of ``prompt`` (already rendered with the conversation template) and ``messages``
-    (OpenAI chat messages, only for backends with ``renders_chat``) is set.
+    (OpenAI chat messages, only for backends with ``renders_chat``) is set. A ``prompt`` given as
+    token ids is used exactly as given (no BOS added); a string is tokenized with the tokenizer's
+    default special tokens.
     """
 
     model: str
     params: SamplingParams
-    prompt: str | None = None
+    prompt: str | list[int] | None = None
     messages: list[dict[str, Any]] | None = None
     request_id: str = ""
 
@@ -79,10 +81,14 @@ class ScoreResult:
 
 @dataclass(slots=True)
 class PromptLogprobsRequest:
-    """Per-token log-probabilities of a prompt (OpenAI ``echo=True`` + ``logprobs``)."""
+    """Per-token log-probabilities of a prompt (OpenAI ``echo=True`` + ``logprobs``).
+
+    A prompt given as token ids (what lm-eval's ``local-completions`` sends) is scored exactly as
+    given; a string is tokenized with the tokenizer's default special tokens.
+    """
 
     model: str
-    prompt: str
+    prompt: str | list[int]
     top_logprobs: int = 0  # how many alternatives to list for each position (0: none)
 
 

@@ -1,0 +1,56 @@
+"""The ``arena`` command: serve the control plane, run workers, manage the registry."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from arena.cli import checkpoints, keys, templates, workers
+
+app = typer.Typer(
+    help="Alpaca Arena: serve, compare and evaluate LLaMA-family chat checkpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(checkpoints.app, name="checkpoints")
+app.add_typer(keys.app, name="keys")
+app.add_typer(templates.app, name="templates")
+app.add_typer(workers.app, name="workers")
+app.command("worker")(workers.run)
+out = Console()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+) -> None:
+    """Start the control plane (/api, /v1, /health) on ARENA_DATABASE_URL (default SQLite)."""
+    import uvicorn
+
+    from arena.app import create_app
+    from arena.settings import Settings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    out.print(f"control plane on http://{host}:{port} (database {settings.resolved_database_url()})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface for the control plane.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the control plane.")] = 8000,
+) -> None:
+    """Build the demo checkpoints, register them, start the control plane and workers."""
+    from arena.demo import run_demo
+
+    run_demo(host=host, port=port)
+
+
+if __name__ == "__main__":
+    app()

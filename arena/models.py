@@ -1,0 +1,158 @@
+"""Database tables and their public schemas, one family per entity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import field_validator
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+Role = Literal["admin", "registrar", "worker"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+class CheckpointBase(SQLModel):
+    name: str = Field(
+        index=True,
+        unique=True,
+        min_length=1,
+        max_length=128,
+        regex=r"^[A-Za-z0-9][A-Za-z0-9._:/+-]*$",
+        description="Unique name; also the model name in /v1 requests.",
+    )
+    source: str = Field(description="Local checkpoint directory or hub id.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag, commit).")
+    adapter: str | None = Field(default=None, description="PEFT LoRA adapter directory.")
+    gguf_file: str | None = Field(default=None, description="GGUF file inside source to load.")
+    delta_base: str | None = Field(
+        default=None,
+        description="Base weights (directory or registered checkpoint) that source is a delta "
+        "of; base + delta is materialised once at registration.",
+    )
+    template: str | None = Field(
+        default=None,
+        description="Conversation template name; default 'hf' when the tokenizer has a "
+        "chat_template.",
+    )
+
+
+class Checkpoint(CheckpointBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: int | None = Field(default=None, foreign_key="checkpoint.id")
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    materialized_path: str | None = None
+    architecture: str | None = None
+    model_type: str | None = None
+    context_length: int | None = None
+    status: str = "ready"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckpointCreate(CheckpointBase):
+    parent: str | None = Field(default=None, description="Name of the parent checkpoint.")
+    meta: dict[str, Any] = Field(default_factory=dict, description="Free metadata.")
+
+    @field_validator("source", "adapter", "gguf_file", "delta_base", "revision")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class CheckpointUpdate(SQLModel):
+    """Fields that can change without re-validating weights."""
+
+    template: str | None = None
+    parent: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+class CheckpointPublic(CheckpointBase):
+    id: int
+    parent: str | None = None
+    meta: dict[str, Any]
+    materialized_path: str | None
+    architecture: str | None
+    model_type: str | None
+    context_length: int | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class ApiKey(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    role: str
+    key_hash: str = Field(unique=True, index=True)  # sha256 hex of the key; the key is not kept
+    prefix: str  # first characters, to recognise a key in listings
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class ApiKeyPublic(SQLModel):
+    id: int
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str  # shown once
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+class Worker(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    address: str = Field(index=True, unique=True)
+    backend: str
+    models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    queue_length: int = 0
+    registered_at: datetime = Field(default_factory=utcnow)
+    last_heartbeat: float = 0.0  # unix time, seconds
+
+
+class WorkerRegister(SQLModel):
+    address: str = Field(regex=r"^https?://[^\s/]+(:\d+)?/?$", description="http://host:port")
+    backend: str = Field(min_length=1, max_length=32)
+    models: list[str] = Field(min_length=1)
+    queue_length: int = Field(default=0, ge=0)
+
+
+class WorkerHeartbeat(SQLModel):
+    queue_length: int = Field(default=0, ge=0)
+    models: list[str] | None = None
+
+
+class WorkerRegistered(SQLModel):
+    id: str
+    heartbeat_interval_s: float
+    expiry_s: float
+
+
+class WorkerPublic(SQLModel):
+    id: str
+    address: str
+    backend: str
+    models: list[str]
+    queue_length: int
+    registered_at: datetime
+    last_heartbeat: float
+    healthy: bool
