@@ -27,6 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -154,7 +155,7 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 
 
 def _arch_config(
-    arch: str, vocab: int, hidden: int, layers: int, ids: dict[str, int]
+    arch: str, vocab: int, hidden: int, layers: int, ids: dict[str, Any]
 ) -> transformers.PretrainedConfig:
     heads, ffn = 4, 4 * hidden
     head_dim = hidden // heads
@@ -215,7 +216,7 @@ def build_tiny_checkpoint(
     elif Path(tokenizer_dir).resolve() != out_dir.resolve():
         _copy_tokenizer(Path(tokenizer_dir), out_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
-    ids = {
+    ids: dict[str, Any] = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
@@ -268,7 +269,7 @@ def build_lora_adapter(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, lora)
-    peft_model.save_pretrained(out_dir)
+    peft_model.save_pretrained(str(out_dir))
     config_path = out_dir / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text())
     adapter_config["base_model_name_or_path"] = str(base_dir)

@@ -97,9 +97,8 @@ class CompletionRequest(_Sampling):
     @field_validator("prompt")
     @classmethod
     def _non_empty(cls, prompt: Prompt) -> Prompt:
-        if not prompt or (isinstance(prompt, list) and any(len(p) == 0 for p in prompt
-                                                          if isinstance(p, list | str))):
-            raise ValueError("prompt must not be empty")
+        if isinstance(prompt, list) and (not prompt or any(p == [] for p in prompt)):
+            raise ValueError("prompt must not be an empty list")
         return prompt
 
     @model_validator(mode="after")

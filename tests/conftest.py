@@ -132,7 +132,8 @@ def start_worker(tmp_path, control_plane):
     """Start ``arena worker`` processes registered with ``control_plane``; stopped at teardown."""
     started: list[Proc] = []
 
-    def start(*checkpoints: str, extra_args: tuple[str, ...] = (), timeout_s: float = 120) -> Proc:
+    def start(*checkpoints: str, extra_args: tuple[str, ...] = (), timeout_s: float = 120,
+              wait: bool = True) -> Proc:
         port = free_port()
         args = ["worker", "--controller", control_plane.url, "--port", str(port),
                 "--api-key", ADMIN_KEY, "--log-level", "warning", *extra_args]
@@ -140,19 +141,26 @@ def start_worker(tmp_path, control_plane):
             args += ["--checkpoint", name]
         log = tmp_path / f"worker-{port}.log"
         proc = spawn(arena_cmd(*args), log=log, env={})
-        worker = Proc(proc=proc, log=log, url=f"http://127.0.0.1:{port}")
+        worker = Proc(proc=proc, log=log, url=f"http://127.0.0.1:{port}",
+                      extra={"timeout_s": timeout_s})
         started.append(worker)
+        if wait:
+            wait_registered(worker)
+        return worker
 
+    def wait_registered(worker: Proc) -> Proc:
         def registered() -> bool:
             rows = httpx.get(control_plane.url + "/api/workers").json()
             return any(r["address"] == worker.url and r["healthy"] for r in rows)
 
         try:
-            wait_for(registered, timeout_s=timeout_s, what=f"worker {checkpoints}", proc=proc)
+            wait_for(registered, timeout_s=worker.extra["timeout_s"], what="worker registration",
+                     proc=worker.proc)
         except Exception:
             raise RuntimeError(worker.log_text()) from None
         return worker
 
+    start.wait_registered = wait_registered  # type: ignore[attr-defined]
     yield start
     for worker in started:
         worker.stop()
