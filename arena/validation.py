@@ -83,7 +83,7 @@ def _known_architecture(config, source: str) -> str:
     )
     names = list(getattr(config, "architectures", None) or [])
     if not names:  # configs written by hand often lack it: take the model type's default class
-        model_type = getattr(config, "model_type", None)
+        model_type = str(getattr(config, "model_type", ""))
         default = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(
             model_type
         ) or MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.get(model_type)

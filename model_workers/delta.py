@@ -66,7 +66,7 @@ class _Weights:
             if not single:
                 raise DeltaError(f"{directory}: no weights (looked for model.safetensors, "
                                  "pytorch_model.bin and their .index.json)")
-            self.files = {name: single[0] for name in self._open(single[0])}
+            self.files = dict.fromkeys(self._open(single[0]).keys(), single[0])
         self.names = sorted(self.files)
 
     def _open(self, file: str) -> Any:  # a safetensors handle, or a dict of mmap'd tensors

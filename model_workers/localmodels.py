@@ -171,14 +171,11 @@ def _arch_config(
         "gptj": lambda: transformers.GPTJConfig(
             vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
             rotary_dim=head_dim // 2, n_positions=CONTEXT_LENGTH, **ids),
-        # BLOOM (ALiBi) and T5 (relative buckets) have no position table; n_positions records the
-        # context length anyway, where context-length lookups find it.
         "bloom": lambda: transformers.BloomConfig(
-            vocab_size=vocab, hidden_size=hidden, n_layer=layers, n_head=heads,
-            n_positions=CONTEXT_LENGTH, **ids),
+            vocab_size=vocab, hidden_size=hidden, n_layer=layers, n_head=heads, **ids),
         "t5": lambda: transformers.T5Config(
             vocab_size=vocab, d_model=hidden, d_kv=head_dim, d_ff=ffn, num_layers=layers,
-            num_decoder_layers=layers, num_heads=heads, n_positions=CONTEXT_LENGTH, **ids),
+            num_decoder_layers=layers, num_heads=heads, **ids),
         "opt": lambda: transformers.OPTConfig(
             vocab_size=vocab, hidden_size=hidden, ffn_dim=ffn, num_hidden_layers=layers,
             num_attention_heads=heads, word_embed_proj_dim=hidden,
@@ -189,7 +186,12 @@ def _arch_config(
     }
     if arch not in configs:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    return configs[arch]()
+    config = configs[arch]()
+    if arch in ("bloom", "t5"):
+        # ALiBi and relative position buckets have no position table; n_positions records the
+        # context length anyway, where context-length lookups find it.
+        setattr(config, "n_positions", CONTEXT_LENGTH)  # noqa: B010 (not a declared field)
+    return config
 
 
 def build_tiny_checkpoint(

@@ -52,26 +52,20 @@ class _Sampling(_Request):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+class ChatMessage(BaseModel):
+    """A chat message; extra keys (``name``, Alpaca's ``input``) are kept for the template.
+
+    Roles and content are checked where the messages are rendered (the conversation template,
+    or the upstream for backends that render chat themselves), with messages that say which.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
     content: str | list[dict[str, Any]] | None = None
 
-    @field_validator("content")
-    @classmethod
-    def _text_only(cls, content: str | list[dict[str, Any]] | None) -> str:
-        if content is None or isinstance(content, str):
-            return content or ""
-        parts = []
-        for part in content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts are supported")
-            parts.append(part["text"])
-        return "".join(parts)
-
-    def as_dict(self) -> dict[str, str]:
-        """The message as conversation templates take it (``developer`` is a system message)."""
-        role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": str(self.content)}
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
 
 
 class ChatCompletionRequest(_Sampling):

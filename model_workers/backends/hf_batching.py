@@ -56,8 +56,9 @@ class Sequence:
     cancelled: bool = False  # set by the client when it stops listening
     arrived: float = field(default_factory=time.monotonic)
 
-    def push(self, token: int) -> bool:
-        """Record one generated token and deliver the text it completes; True when finished."""
+    def push(self, token: int) -> GenerationChunk | None:
+        """Record one generated token; the chunk to deliver, if the token completes any text or
+        ends the output (then ``finish_reason`` is set)."""
         self.output_ids.append(token)
         finish = None
         if token in self.stop_ids:
@@ -68,11 +69,9 @@ class Sequence:
                 finish = "stop"
             elif len(self.output_ids) >= self.params.max_tokens:
                 finish, text = "length", text + self.stops.flush()
-        if text or finish:
-            self.deliver(
-                GenerationChunk(text, len(self.prompt_ids), len(self.output_ids), finish)
-            )
-        return finish is not None
+        if not (text or finish):
+            return None
+        return GenerationChunk(text, len(self.prompt_ids), len(self.output_ids), finish)
 
 
 @dataclass
@@ -152,7 +151,9 @@ class CausalRunner:
     def can_join(self, state: CausalState) -> bool:
         """Whether rows can be merged in: only plain full-attention caches are padded safely
         (sliding-window or recurrent layers fall back to joining at the next wave)."""
-        return all(type(layer) is DynamicLayer and layer.is_initialized for layer in state.cache.layers)
+        return all(
+            type(layer) is DynamicLayer and layer.is_initialized for layer in state.cache.layers
+        )
 
     def select(self, state: CausalState, keep: list[int]) -> CausalState:
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
@@ -203,8 +204,12 @@ class Seq2SeqRunner:
     def first_step(self, prompts: list[list[int]], *, cache: bool):
         """Encode and run the decoder's first step: ``(state or None, logits [batch, vocab])``."""
         width = max(len(p) for p in prompts)
-        ids = torch.tensor([p + [self.pad_id] * (width - len(p)) for p in prompts], device=self.device)
-        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts], device=self.device)
+        ids = torch.tensor(
+            [p + [self.pad_id] * (width - len(p)) for p in prompts], device=self.device
+        )
+        mask = torch.tensor(
+            [[1] * len(p) + [0] * (width - len(p)) for p in prompts], device=self.device
+        )
         encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         start = torch.full((len(prompts), 1), self.start_id, dtype=torch.long, device=self.device)
         past = EncoderDecoderCache(DynamicCache(), DynamicCache()) if cache else None
@@ -291,7 +296,8 @@ class Scheduler:
             self._thread.join()
 
     def queue_length(self) -> int:
-        return len(self._waiting) + self._active
+        with self._cv:
+            return len(self._waiting) + self._active
 
     def submit(self, seq: Sequence) -> None:
         with self._cv:
@@ -323,7 +329,7 @@ class Scheduler:
                 except Exception as exc:  # a bug here must not leave clients waiting forever
                     logger.exception("hf scheduler turn failed")
                     self._fail_all(WorkerError(f"generation failed: {exc}"))
-                self._active = self._running()
+                self._active = self._running()  # exact again, whatever failed
         self._fail_all(BackendUnavailable("the hf backend is closed"))
 
     def _next_work(self) -> list[tuple[Callable[[], Any], Future]] | None:
@@ -414,14 +420,24 @@ class Scheduler:
         """Sample one token per row and deliver it; the indices of rows still running."""
         tokens = next_tokens(logits, [s.params for s in seqs], [s.generator for s in seqs])
         self.stats.generated_tokens += len(tokens)
-        rows = zip(seqs, tokens, strict=True)
-        return [i for i, (seq, token) in enumerate(rows) if not (seq.cancelled or seq.push(token))]
+        keep, out = [], []
+        for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            chunk = None if seq.cancelled else seq.push(token)
+            if chunk is not None:
+                out.append((seq, chunk))
+            if not (seq.cancelled or (chunk is not None and chunk.finish_reason)):
+                keep.append(i)
+        # Count finished rows out before their clients hear of it, so queue_length is never stale.
+        self._active -= len(seqs) - len(keep)
+        for seq, chunk in out:
+            seq.deliver(chunk)
+        return keep
 
     def _running(self) -> int:
         return sum(len(group.seqs) for group in self._groups.values())
 
-    @staticmethod
-    def _fail(seqs: list[Sequence], error: WorkerError) -> None:
+    def _fail(self, seqs: list[Sequence], error: WorkerError) -> None:
+        self._active -= len(seqs)
         for seq in seqs:
             seq.deliver(error)
 
@@ -429,13 +445,11 @@ class Scheduler:
         with self._cv:
             waiting, self._waiting = list(self._waiting), deque()
             jobs, self._jobs = self._jobs, []
-        for seq in waiting:
-            seq.deliver(error)
-        for group in self._groups.values():
-            for seq in group.seqs:
-                seq.deliver(error)
+        running = [seq for group in self._groups.values() for seq in group.seqs]
         self._groups.clear()
         self._active = 0
+        for seq in waiting + running:
+            seq.deliver(error)
         for _, future in jobs:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)

@@ -1,0 +1,661 @@
+"""The model-worker HTTP server: OpenAI-compatible endpoints in front of one backend.
+
+Routes parse the request and hand it to :class:`Worker`, which renders chat messages with the
+spec's conversation template, checks the context window, fans the ``n`` completions out to the
+backend concurrently (so the backend batches them) and builds the OpenAI response or SSE stream.
+The app's lifespan starts and closes the backend.
+
+Log-probabilities of generated tokens (``/v1/completions`` with ``logprobs`` and
+``max_tokens > 0``): backends stream text, not token ids, so after generating, the worker
+re-tokenizes each completion after its prompt and scores prompt + completion in one
+``prompt_logprobs`` call, then splits the list at the prompt's length. The prompt's entries are
+exact; the completion always gets exactly ``completion_tokens`` entries (an EOS that ended it has
+no text and is put back), and they are exact whenever re-tokenizing the text gives the tokens the
+model produced (the usual case). lm-eval's ``local-completions`` relies on that count:
+it reads ``token_logprobs[ctxlen:-1]`` of a ``max_tokens=1, echo=True`` request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from model_workers import conversation
+from model_workers.backends.base import (
+    Backend,
+    GenerationChunk,
+    GenerationRequest,
+    ModelSpec,
+    PromptLogprobs,
+    PromptLogprobsRequest,
+    SamplingParams,
+    ScoreRequest,
+)
+from model_workers.errors import BadRequest, ContextLengthExceeded, ModelNotFound, WorkerError
+from model_workers.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    ScoreRequestBody,
+    ScoreResponse,
+    ScoreResultBody,
+    TokenizeRequest,
+    TokenizeResponse,
+    Usage,
+    chat_chunk,
+    completion_chunk,
+    error_body,
+    usage_chunk,
+)
+
+logger = logging.getLogger(__name__)
+
+CHAT_MAX_TOKENS = 512  # chat budget when the request names none (and the context has room)
+COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+DONE = b"data: [DONE]\n\n"
+
+T = TypeVar("T")
+Events = AsyncIterator[tuple[int, GenerationChunk]]  # (choice index, chunk), arrival order
+
+
+@dataclasses.dataclass(slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class Worker:
+    """What the routes delegate to: one backend and the specs it serves."""
+
+    def __init__(self, backend: Backend, specs: list[ModelSpec], backend_name: str) -> None:
+        self.backend = backend
+        self.backend_name = backend_name
+        self.specs = {spec.name: spec for spec in specs}
+        self.created = int(time.time())
+        self._templates: dict[str, tuple[Any, list[str]]] = {}
+        if not backend.renders_chat:  # an unknown template fails at start, not per request
+            for spec in specs:
+                if spec.template != "hf":
+                    template = conversation.get_template(spec.template)
+                    self._templates[spec.name] = (template, conversation.stop_strings(template))
+        self._tokenizers: dict[tuple[str, str | None, str | None], Any] = {}
+        self._tokenizer_lock = asyncio.Lock()
+
+    # -- shared pieces --------------------------------------------------------------------
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ModelNotFound(
+                f"model {name!r} is not served by this worker; it serves: {', '.join(self.specs)}",
+                param="model",
+            )
+        return spec
+
+    async def tokenizer(self, spec: ModelSpec) -> Any:
+        """The spec's tokenizer, loaded once (in a thread) on first use."""
+        key = (spec.source, spec.revision, spec.gguf_file)
+        if (tokenizer := self._tokenizers.get(key)) is None:
+            async with self._tokenizer_lock:
+                if (tokenizer := self._tokenizers.get(key)) is None:
+                    tokenizer = await asyncio.to_thread(_load_tokenizer, spec)
+                    self._tokenizers[key] = tokenizer
+        return tokenizer
+
+    def budget(self, spec: ModelSpec, prompt_tokens: int | None, requested: int | None,
+               default: int, *, param: str) -> int:
+        """Completion tokens to allow; raises when prompt + completion exceed the context.
+
+        ``prompt_tokens is None`` (a backend that renders chat itself) leaves the check to it.
+        """
+        context = self.backend.context_length(spec.name)
+        if prompt_tokens is None:
+            return requested if requested is not None else min(default, context)
+        if requested is None:
+            requested = max(1, min(default, context - prompt_tokens))
+        if prompt_tokens + requested > context:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {prompt_tokens + requested} tokens ({prompt_tokens} in the {param}, "
+                f"{requested} in the completion). Please reduce the length of the {param} or "
+                "the completion.",
+                param=param,
+            )
+        return requested
+
+    async def collect(self, request: GenerationRequest) -> Completion:
+        """Run one generation to its end."""
+        parts: list[str] = []
+        last: GenerationChunk | None = None
+        async with _closing(self.backend.generate(request)) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                last = chunk
+        if last is None:
+            raise WorkerError(f"the backend returned nothing for request {request.request_id}")
+        return Completion("".join(parts), last.prompt_tokens, last.completion_tokens,
+                          last.finish_reason or "stop")
+
+    async def merge(self, requests: list[GenerationRequest]) -> Events:
+        """Stream several generations at once."""
+        if len(requests) == 1:
+            async with _closing(self.backend.generate(requests[0])) as chunks:
+                async for chunk in chunks:
+                    yield 0, chunk
+            return
+        queue: asyncio.Queue[tuple[int, GenerationChunk | Exception | None]] = asyncio.Queue()
+
+        async def pump(index: int, request: GenerationRequest) -> None:
+            try:
+                async with _closing(self.backend.generate(request)) as chunks:
+                    async for chunk in chunks:
+                        queue.put_nowait((index, chunk))
+            except Exception as exc:  # handed to the consumer, which raises it
+                queue.put_nowait((index, exc))
+            else:
+                queue.put_nowait((index, None))
+
+        tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
+        try:
+            running = len(tasks)
+            while running:
+                index, item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, Exception):
+                    raise item
+                else:
+                    yield index, item
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    # -- /v1/chat/completions -------------------------------------------------------------
+
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[bytes]:
+        spec = self.spec(req.model)
+        if req.logprobs:
+            raise BadRequest("logprobs are not supported for chat completions; use "
+                             "/v1/completions with echo and logprobs", param="logprobs")
+        messages = [m.as_dict() for m in req.messages]
+        stop = req.stop_list
+        prompt: str | None = None
+        prompt_tokens: int | None = None
+        if not self.backend.renders_chat:
+            prompt, template_stops = await self._render(spec, messages)
+            stop = stop + [s for s in template_stops if s not in stop]
+            prompt_tokens = self.backend.count_tokens(spec.name, prompt)
+        max_tokens = self.budget(spec, prompt_tokens, req.requested_max_tokens, CHAT_MAX_TOKENS,
+                                 param="messages")
+        params = sampling_params(req, max_tokens, stop)
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        requests = [
+            GenerationRequest(model=spec.name, params=seeded(params, i), prompt=prompt,
+                              messages=None if prompt is not None else messages,
+                              request_id=f"{rid}-{i}")
+            for i in range(req.n)
+        ]
+        if req.stream:
+            return await self._chat_stream(requests, rid, spec.name, req.include_usage)
+        done = await gather([self.collect(r) for r in requests])
+        return ChatCompletionResponse(
+            id=rid, created=int(time.time()), model=spec.name,
+            choices=[ChatChoice(index=i, message=AssistantMessage(content=c.text),
+                                finish_reason=c.finish_reason) for i, c in enumerate(done)],
+            usage=usage(done[0].prompt_tokens, sum(c.completion_tokens for c in done)),
+        )
+
+    async def _render(self, spec: ModelSpec, messages: list[dict]) -> tuple[str, list[str]]:
+        if spec.template == "hf":
+            tokenizer = await self.tokenizer(spec)
+            return conversation.render_with_tokenizer(tokenizer, messages), []
+        template, stops = self._templates[spec.name]
+        return conversation.render(template, messages), stops
+
+    async def _chat_stream(self, requests: list[GenerationRequest], rid: str, model: str,
+                           include_usage: bool) -> AsyncIterator[bytes]:
+        events = self.merge(requests)
+        first = await _peek(events)  # an error before the first token is a plain HTTP error
+        created = int(time.time())
+
+        def chunk(index: int, delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+            return sse(chat_chunk(id=rid, created=created, model=model, index=index, delta=delta,
+                                  finish_reason=finish_reason, with_usage_field=include_usage))
+
+        def render(index: int, piece: GenerationChunk) -> Iterable[bytes]:
+            if piece.text:
+                yield chunk(index, {"content": piece.text})
+            if piece.finish_reason is not None:
+                yield chunk(index, {}, piece.finish_reason)
+
+        def last(total: Usage) -> bytes:
+            return sse(usage_chunk(id=rid, created=created, model=model,
+                                   object="chat.completion.chunk", usage=total))
+
+        opening = [chunk(i, {"role": "assistant", "content": ""}) for i in range(len(requests))]
+        return _sse_stream(first, events, n=len(requests), opening=opening, render=render,
+                           last=last if include_usage else None)
+
+    # -- /v1/completions ------------------------------------------------------------------
+
+    async def complete(self, req: CompletionRequest) -> CompletionResponse | AsyncIterator[bytes]:
+        spec = self.spec(req.model)
+        prompts = req.prompts()
+        max_tokens = COMPLETION_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+        for prompt in prompts:
+            self.budget(spec, self._count(spec, prompt), max_tokens, max_tokens, param="prompt")
+        params = sampling_params(req, max_tokens, req.stop_list)
+        rid = f"cmpl-{uuid.uuid4().hex}"
+        requests = [
+            GenerationRequest(model=spec.name, params=seeded(params, i), prompt=prompt,
+                              request_id=f"{rid}-{k * req.n + i}")
+            for k, prompt in enumerate(prompts)
+            for i in range(req.n)
+        ]
+        if req.stream and not req.echo and req.logprobs is None:
+            return await self._completion_stream(requests, rid, spec.name, req)
+        if max_tokens == 0:
+            response = await self._echo_only(spec, req, prompts, rid)
+        else:
+            response = await self._completions(spec, req, prompts, requests, rid)
+        return _replay(response, req.include_usage) if req.stream else response
+
+    def _count(self, spec: ModelSpec, prompt: str | list[int]) -> int | None:
+        if isinstance(prompt, list):
+            return len(prompt)
+        return None if self.backend.renders_chat else self.backend.count_tokens(spec.name, prompt)
+
+    async def _echo_only(self, spec: ModelSpec, req: CompletionRequest,
+                         prompts: list[str | list[int]], rid: str) -> CompletionResponse:
+        """``max_tokens=0`` with echo: the prompts and their log-probabilities, nothing generated."""
+        scored = await self.backend.prompt_logprobs(
+            [PromptLogprobsRequest(model=spec.name, prompt=p, top_logprobs=req.logprobs or 0)
+             for p in prompts])
+        choices = [
+            CompletionChoice(
+                index=k,
+                text=p if isinstance(p, str) else "".join(s.tokens),
+                logprobs=None if req.logprobs is None else _openai_logprobs(s, 0),
+                finish_reason="length",
+            )
+            for k, (p, s) in enumerate((p, s) for p, s in zip(prompts, scored, strict=True)
+                                       for _ in range(req.n))
+        ]
+        prompt_tokens = sum(self._count(spec, p) or len(s.tokens)
+                            for p, s in zip(prompts, scored, strict=True))
+        return CompletionResponse(id=rid, created=int(time.time()), model=spec.name,
+                                  choices=choices, usage=usage(prompt_tokens, 0))
+
+    async def _completions(self, spec: ModelSpec, req: CompletionRequest,
+                           prompts: list[str | list[int]], requests: list[GenerationRequest],
+                           rid: str) -> CompletionResponse:
+        done = await gather([self.collect(r) for r in requests])
+        owners = [prompts[k // req.n] for k in range(len(done))]  # the prompt of each choice
+        logprobs: list[CompletionLogprobs | None] = [None] * len(done)
+        if req.logprobs is not None:
+            logprobs = await self._generated_logprobs(spec, owners, done, req.logprobs, req.echo)
+        choices = []
+        for k, (prompt, completion) in enumerate(zip(owners, done, strict=True)):
+            text = completion.text
+            if req.echo:
+                text = await self._prompt_text(spec, prompt) + text
+            choices.append(CompletionChoice(index=k, text=text, logprobs=logprobs[k],
+                                            finish_reason=completion.finish_reason))
+        prompt_tokens = sum(done[k * req.n].prompt_tokens for k in range(len(prompts)))
+        return CompletionResponse(
+            id=rid, created=int(time.time()), model=spec.name, choices=choices,
+            usage=usage(prompt_tokens, sum(c.completion_tokens for c in done)),
+        )
+
+    async def _prompt_text(self, spec: ModelSpec, prompt: str | list[int]) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return (await self.tokenizer(spec)).decode(prompt, skip_special_tokens=True)
+
+    async def _generated_logprobs(self, spec: ModelSpec, prompts: list[str | list[int]],
+                                  done: list[Completion], top: int,
+                                  echo: bool) -> list[CompletionLogprobs]:
+        """Logprobs of (echoed prompt +) completion: see the module docstring."""
+        tokenizer = await self.tokenizer(spec)
+        sequences, starts = [], []
+        for prompt, completion in zip(prompts, done, strict=True):
+            prompt_ids = prompt if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
+            sequences.append(prompt_ids + _completion_ids(tokenizer, prompt, prompt_ids, completion))
+            # A string prompt's BOS is context, not a listed token (as the backends list it).
+            bos = int(isinstance(prompt, str) and len(prompt_ids) > 1
+                      and prompt_ids[0] == tokenizer.bos_token_id
+                      and not prompt.startswith(tokenizer.bos_token or "\0"))
+            starts.append(bos if echo else len(prompt_ids))
+        scored = await self.backend.prompt_logprobs(
+            [PromptLogprobsRequest(model=spec.name, prompt=s, top_logprobs=top) for s in sequences])
+        return [_openai_logprobs(s, start) for s, start in zip(scored, starts, strict=True)]
+
+    async def _completion_stream(self, requests: list[GenerationRequest], rid: str, model: str,
+                                 req: CompletionRequest) -> AsyncIterator[bytes]:
+        events = self.merge(requests)
+        first = await _peek(events)
+        created = int(time.time())
+
+        def render(index: int, piece: GenerationChunk) -> Iterable[bytes]:
+            if piece.text or piece.finish_reason is not None:
+                yield sse(completion_chunk(id=rid, created=created, model=model, index=index,
+                                           text=piece.text, finish_reason=piece.finish_reason,
+                                           with_usage_field=req.include_usage))
+
+        def last(total: Usage) -> bytes:
+            return sse(usage_chunk(id=rid, created=created, model=model,
+                                   object="text_completion", usage=total))
+
+        return _sse_stream(first, events, n=req.n, opening=[], render=render,
+                           last=last if req.include_usage else None)
+
+    # -- the rest -------------------------------------------------------------------------
+
+    async def score(self, body: ScoreRequestBody) -> ScoreResponse:
+        spec = self.spec(body.model)
+        results = await self.backend.score(
+            [ScoreRequest(model=spec.name, prompt=r.prompt, candidates=r.candidates)
+             for r in body.requests])
+        return ScoreResponse(results=[
+            ScoreResultBody(logprobs=r.logprobs, token_ids=r.token_ids,
+                            prompt_tokens=r.prompt_tokens) for r in results])
+
+    def tokenize(self, body: TokenizeRequest) -> TokenizeResponse:
+        return TokenizeResponse(count=self.backend.count_tokens(self.spec(body.model).name,
+                                                                body.text))
+
+    def models(self) -> ModelList:
+        return ModelList(data=[
+            ModelCard(id=name, created=self.created, max_model_len=self.backend.context_length(name))
+            for name in self.specs])
+
+    def health(self) -> HealthResponse:
+        return HealthResponse(backend=self.backend_name, models=list(self.specs),
+                              queue_length=self.backend.queue_length())
+
+
+def create_app(backend: Backend, specs: list[ModelSpec], *, backend_name: str) -> FastAPI:
+    """The worker's FastAPI app; its lifespan starts and closes ``backend``."""
+    worker = Worker(backend, specs, backend_name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    app = FastAPI(title="Alpaca Arena model worker", lifespan=lifespan)
+    app.state.worker = worker
+    router = APIRouter(route_class=_LoggedRoute)
+
+    @router.get("/health")
+    async def health() -> HealthResponse:
+        return worker.health()
+
+    @router.get("/v1/models")
+    async def models() -> ModelList:
+        return worker.models()
+
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest) -> Any:
+        return _respond(await worker.chat(body))
+
+    @router.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        return _respond(await worker.complete(body))
+
+    @router.post("/worker/score")
+    async def score(body: ScoreRequestBody) -> ScoreResponse:
+        return await worker.score(body)
+
+    @router.post("/worker/tokenize")
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        return worker.tokenize(body)
+
+    app.include_router(router)
+    app.add_exception_handler(WorkerError, _worker_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    return app
+
+
+def sampling_params(req: Any, max_tokens: int, stop: list[str]) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        seed=req.seed,
+        stop=stop,
+    )
+
+
+def seeded(params: SamplingParams, i: int) -> SamplingParams:
+    """Completion ``i`` of ``n`` samples with ``seed + i``, so the n answers differ."""
+    if i == 0 or params.seed is None:
+        return params
+    return dataclasses.replace(params, seed=params.seed + i)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+def stream_error(exc: Exception) -> dict[str, Any]:
+    """The SSE error event for a failure after the stream has begun."""
+    if isinstance(exc, WorkerError):
+        return exc.to_openai()
+    logger.error("error while streaming", exc_info=exc)
+    return error_body(f"internal error: {type(exc).__name__}: {exc}", type="server_error")
+
+
+async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently; the first failure cancels the rest and is raised as itself."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+def _completion_ids(tokenizer: Any, prompt: str | list[int], prompt_ids: list[int],
+                    completion: Completion) -> list[int]:
+    """The ids of a generated text, exactly ``completion_tokens`` of them.
+
+    Tokenized after the prompt when the prompt's ids survive as a prefix (SentencePiece
+    vocabularies tokenize a word differently at the start of a text), else on its own.
+    """
+    ids: list[int] = []
+    if completion.text:
+        if isinstance(prompt, str):
+            full = tokenizer(prompt + completion.text)["input_ids"]
+        else:
+            text = tokenizer.decode(prompt_ids, skip_special_tokens=False)
+            full = tokenizer(text + completion.text, add_special_tokens=False)["input_ids"]
+        if full[: len(prompt_ids)] == prompt_ids:
+            ids = full[len(prompt_ids):]
+        else:
+            ids = tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+    ids = ids[: completion.completion_tokens]
+    filler = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else prompt_ids[-1]
+    return ids + [filler] * (completion.completion_tokens - len(ids))  # a final EOS has no text
+
+
+def _openai_logprobs(scored: PromptLogprobs, start: int) -> CompletionLogprobs:
+    return CompletionLogprobs(
+        tokens=scored.tokens[start:],
+        token_logprobs=scored.token_logprobs[start:],
+        top_logprobs=scored.top_logprobs[start:],
+        text_offset=scored.text_offset[start:],
+    )
+
+
+async def _sse_stream(
+    first: tuple[int, GenerationChunk] | None,
+    events: Events,
+    *,
+    n: int,
+    opening: list[bytes],
+    render: Callable[[int, GenerationChunk], Iterable[bytes]],
+    last: Callable[[Usage], bytes] | None,
+) -> AsyncIterator[bytes]:
+    """The SSE body: opening chunks, rendered events, the usage chunk, ``[DONE]``.
+
+    ``n`` completions per prompt: choice ``index`` belongs to prompt ``index // n``.
+    """
+    prompt_tokens: dict[int, int] = {}
+    completion_tokens: dict[int, int] = {}
+    try:
+        for line in opening:
+            yield line
+        async for index, piece in _prepend(first, events):
+            for line in render(index, piece):
+                yield line
+            prompt_tokens[index // n] = piece.prompt_tokens
+            completion_tokens[index] = piece.completion_tokens
+        if last is not None:
+            yield last(usage(sum(prompt_tokens.values()), sum(completion_tokens.values())))
+    except Exception as exc:
+        yield sse(stream_error(exc))
+    finally:
+        await _aclose(events)
+    yield DONE
+
+
+async def _replay(response: CompletionResponse, include_usage: bool) -> AsyncIterator[bytes]:
+    """A finished completion (echo or logprobs asked for) sent as a stream: one chunk a choice."""
+    for choice in response.choices:
+        yield sse(completion_chunk(
+            id=response.id, created=response.created, model=response.model, index=choice.index,
+            text=choice.text, finish_reason=choice.finish_reason,
+            logprobs=choice.logprobs.model_dump() if choice.logprobs else None,
+            with_usage_field=include_usage))
+    if include_usage:
+        yield sse(usage_chunk(id=response.id, created=response.created, model=response.model,
+                              object="text_completion", usage=response.usage))
+    yield DONE
+
+
+def _load_tokenizer(spec: ModelSpec) -> Any:
+    from transformers import AutoTokenizer  # heavy: only workers that need a tokenizer pay
+
+    try:
+        return AutoTokenizer.from_pretrained(spec.source, revision=spec.revision,
+                                             gguf_file=spec.gguf_file)
+    except (OSError, ValueError) as exc:
+        raise WorkerError(f"cannot load the tokenizer of {spec.name} from {spec.source}: {exc}") \
+            from exc
+
+
+def _respond(result: Any) -> Any:
+    if isinstance(result, AsyncIterator):
+        return StreamingResponse(result, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return result
+
+
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close a backend's generator promptly (frees its batch slot when a client goes away)."""
+    try:
+        yield iterator
+    finally:
+        await _aclose(iterator)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _peek(events: AsyncIterator[T]) -> T | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
+
+
+async def _prepend(first: T | None, events: AsyncIterator[T]) -> AsyncIterator[T]:
+    if first is not None:
+        yield first
+        async for event in events:
+            yield event
+
+
+class _LoggedRoute(APIRoute):
+    """Turns an unexpected exception into an OpenAI-shaped 500, logged with its traceback."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (WorkerError, RequestValidationError, HTTPException):
+                raise
+            except Exception as exc:
+                logger.exception("unexpected error in %s %s", request.method, request.url.path)
+                return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}",
+                                               type="server_error"), status_code=500)
+
+        return route
+
+
+async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, WorkerError):  # registered for WorkerError only
+        raise exc
+    return JSONResponse(exc.to_openai(), status_code=exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Request validation fails with 400 in the OpenAI shape (not FastAPI's 422)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts: list[str] = []
+    param = None
+    for error in errors:
+        loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        param = param or loc or None
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return JSONResponse(error_body("; ".join(parts) or "invalid request",
+                                   type="invalid_request_error", param=param), status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(error_body(str(detail), type=kind), status_code=status)
