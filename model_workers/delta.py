@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,7 +160,9 @@ def _staging(out_dir: Path) -> Iterator[Path]:
     if out_dir.exists():
         raise DeltaError(f"{out_dir} already exists: remove it or choose another directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # mkdir, not mkdtemp: the directory keeps the umask's permissions (mkdtemp's are 0700)
+    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
         yield staging
         staging.rename(out_dir)

@@ -24,7 +24,7 @@ import itertools
 import json
 import logging
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -184,9 +184,7 @@ def _arch_config(
             vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
             rotary_dim=head_dim // 2, n_positions=CONTEXT_LENGTH, n_ctx=CONTEXT_LENGTH, **ids),
     }
-    if arch not in configs:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    config = configs[arch]()
+    config = configs[arch]()  # arch is checked by the caller
     if arch in ("bloom", "t5"):
         # ALiBi and relative position buckets have no position table; n_positions records the
         # context length anyway, where context-length lookups find it.
@@ -332,7 +330,9 @@ def export_smollm2(out_dir: Path, *, dtype: str = "bfloat16") -> Path:
     model.generation_config = loaded.generation_config
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    # mkdir, not mkdtemp: the directory keeps the umask's permissions (mkdtemp's are 0700)
+    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

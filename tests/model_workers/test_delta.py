@@ -143,7 +143,7 @@ def test_unreadable_config_and_existing_out_dir_are_refused(tmp_path: Path,
     broken = tmp_path / "broken"
     shutil.copytree(tiny["base"], broken)
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(DeltaError, match="base config .* is not readable"):
+    with pytest.raises(DeltaError, match=r"base config .* is not readable"):
         apply_delta(broken, tiny["target"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -151,7 +151,7 @@ def test_checkpoint_without_tokenizer_dir_trains_its_own(tmp_path: Path) -> None
 
 
 def test_unknown_architecture_lists_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown architecture 'mamba'.*llama, gpt_neox"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'mamba'.*llama, gpt_neox"):
         build_tiny_checkpoint("mamba", tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
