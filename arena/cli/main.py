@@ -19,7 +19,7 @@ app.add_typer(checkpoints.app, name="checkpoints")
 app.add_typer(keys.app, name="keys")
 app.add_typer(templates.app, name="templates")
 app.add_typer(workers.app, name="workers")
-app.command("worker")(workers.run)
+app.command("worker")(workers.worker_command())
 out = Console()
 
 

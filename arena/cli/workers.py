@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import inspect
+from typing import Annotated, Literal, get_origin
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -26,61 +28,45 @@ def list_(url: Annotated[str | None, typer.Option(help="Control-plane URL.")] = 
     out.print(table)
 
 
-def run(
-    checkpoint: Annotated[
-        list[str],
-        typer.Option(help="Registered checkpoint to serve (repeat for LoRA adapters on one base)."),
-    ] = [],  # noqa: B006
-    controller: Annotated[
-        str | None, typer.Option(help="Control-plane URL to register with [env ARENA_URL].")
-    ] = None,
-    backend: Annotated[str, typer.Option(help="hf | vllm | openai")] = "hf",
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: pick a free one).")] = 0,
-    advertise_address: Annotated[
-        str | None, typer.Option(help="Address the controller should use (default http://host:port).")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="Key with the worker role [env ARENA_API_KEY].")
-    ] = None,
-    device: Annotated[str, typer.Option(help="hf: auto | cpu | cuda | cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="hf/vllm: auto | float32 | bfloat16 | float16")] = "auto",
-    max_batch_size: Annotated[int, typer.Option(help="hf: most sequences per decode step.")] = 16,
-    upstream_url: Annotated[
-        str | None, typer.Option(help="openai: upstream base URL, e.g. http://h:8000/v1")
-    ] = None,
-    upstream_api_key: Annotated[str | None, typer.Option(help="openai: upstream key.")] = None,
-    upstream_model: Annotated[str | None, typer.Option(help="openai: upstream model name.")] = None,
-    model_path: Annotated[
-        str | None, typer.Option(help="Standalone (no controller): checkpoint directory.")
-    ] = None,
-    model_name: Annotated[str | None, typer.Option(help="Standalone: served model name.")] = None,
-    template: Annotated[str | None, typer.Option(help="Standalone: conversation template.")] = None,
-    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
-) -> None:
-    """Serve registered checkpoints as an OpenAI-compatible worker and join the controller."""
+def worker_command():
+    """``arena worker``, generated from ``WorkerConfig``: its fields are the options, their
+    descriptions the help texts, so the two never drift apart."""
     from model_workers.main import WorkerConfig, run_worker
 
-    client = ClientSettings()
-    if not checkpoint and not model_path:
-        raise typer.BadParameter("give --checkpoint NAME (or --model-path for standalone use)")
-    config = WorkerConfig(
-        controller=controller or (client.url if checkpoint else None),
-        checkpoints=checkpoint,
-        backend=backend,
-        host=host,
-        port=port,
-        advertise_address=advertise_address,
-        api_key=api_key or client.key(),
-        device=device,
-        dtype=dtype,
-        max_batch_size=max_batch_size,
-        upstream_url=upstream_url,
-        upstream_api_key=upstream_api_key,
-        upstream_model=upstream_model,
-        model_path=model_path,
-        model_name=model_name,
-        template=template,
-        log_level=log_level,
+    params = []
+    for name, info in WorkerConfig.model_fields.items():
+        annotation = info.annotation
+        if get_origin(annotation) is Literal:
+            annotation = str  # typer has no Literal; WorkerConfig validates the value
+        flag = "--checkpoint" if name == "checkpoints" else "--" + name.replace("_", "-")
+        default = info.get_default(call_default_factory=True)
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+            default=typer.Option(default, flag, help=info.description or ""),
+        ))
+
+    def command(**options) -> None:
+        """Serve registered checkpoints as an OpenAI-compatible worker and join the controller.
+
+        ARENA_URL and ARENA_API_KEY give --controller and --api-key when they are not passed.
+        """
+        client = ClientSettings()
+        if options["checkpoints"] and not options["controller"]:
+            options["controller"] = client.url
+        options["api_key"] = options["api_key"] or client.key()
+        try:
+            config = WorkerConfig(**options)
+        except ValidationError as exc:
+            raise typer.BadParameter(_pydantic_message(exc)) from exc
+        run_worker(config)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return command
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+        if e["loc"] else e["msg"]
+        for e in exc.errors()
     )
-    run_worker(config)
