@@ -13,6 +13,10 @@ exact; the completion always gets exactly ``completion_tokens`` entries (an EOS 
 no text and is put back), and they are exact whenever re-tokenizing the text gives the tokens the
 model produced (the usual case). lm-eval's ``local-completions`` relies on that count:
 it reads ``token_logprobs[ctxlen:-1]`` of a ``max_tokens=1, echo=True`` request.
+
+Text prompts are tokenized here for logprobs and scored as ids, so every ``logprobs`` answer
+lists what the model read, as vLLM and OpenAI do: a BOS the tokenizer put in front is the first
+entry, with log-probability None and empty text (the echoed prompt does not contain it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request
@@ -95,12 +99,11 @@ class Worker:
         self.backend_name = backend_name
         self.specs = {spec.name: spec for spec in specs}
         self.created = int(time.time())
-        self._templates: dict[str, tuple[Any, list[str]]] = {}
+        self._templates: dict[str, Any] = {}
         if not backend.renders_chat:  # an unknown template fails at start, not per request
             for spec in specs:
                 if spec.template != "hf":
-                    template = conversation.get_template(spec.template)
-                    self._templates[spec.name] = (template, conversation.stop_strings(template))
+                    self._templates[spec.name] = conversation.get_template(spec.template)
         self._tokenizers: dict[tuple[str, str | None, str | None], Any] = {}
         self._tokenizer_lock = asyncio.Lock()
 
@@ -201,16 +204,19 @@ class Worker:
             raise BadRequest("logprobs are not supported for chat completions; use "
                              "/v1/completions with echo and logprobs", param="logprobs")
         messages = [m.as_dict() for m in req.messages]
-        stop = req.stop_list
+        stop, stop_token_ids = req.stop_list, []
         prompt: str | None = None
         prompt_tokens: int | None = None
         if not self.backend.renders_chat:
-            prompt, template_stops = await self._render(spec, messages)
-            stop = stop + [s for s in template_stops if s not in stop]
+            prompt = await self._render(spec, messages)
+            if (template := self._templates.get(spec.name)) is not None:
+                stop += [s for s in conversation.stop_strings(template) if s not in stop]
+                stop_token_ids = list(template.stop_token_ids)
             prompt_tokens = self.backend.count_tokens(spec.name, prompt)
         max_tokens = self.budget(spec, prompt_tokens, req.requested_max_tokens, CHAT_MAX_TOKENS,
                                  param="messages")
         params = sampling_params(req, max_tokens, stop)
+        params.stop_token_ids = stop_token_ids
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         requests = [
             GenerationRequest(model=spec.name, params=seeded(params, i), prompt=prompt,
@@ -228,12 +234,10 @@ class Worker:
             usage=usage(done[0].prompt_tokens, sum(c.completion_tokens for c in done)),
         )
 
-    async def _render(self, spec: ModelSpec, messages: list[dict]) -> tuple[str, list[str]]:
+    async def _render(self, spec: ModelSpec, messages: list[dict]) -> str:
         if spec.template == "hf":
-            tokenizer = await self.tokenizer(spec)
-            return conversation.render_with_tokenizer(tokenizer, messages), []
-        template, stops = self._templates[spec.name]
-        return conversation.render(template, messages), stops
+            return conversation.render_with_tokenizer(await self.tokenizer(spec), messages)
+        return conversation.render(self._templates[spec.name], messages)
 
     async def _chat_stream(self, requests: list[GenerationRequest], rid: str, model: str,
                            include_usage: bool) -> AsyncIterator[bytes]:
@@ -291,37 +295,51 @@ class Worker:
     async def _echo_only(self, spec: ModelSpec, req: CompletionRequest,
                          prompts: list[str | list[int]], rid: str) -> CompletionResponse:
         """``max_tokens=0`` with echo: the prompts and their log-probabilities, nothing generated."""
+        if self.backend.renders_chat:  # the upstream tokenizes (and lists its BOS) itself
+            targets: list[tuple[str | list[int], bool]] = [(p, False) for p in prompts]
+        else:
+            targets = [await self._prompt_ids(spec, p) for p in prompts]
         scored = await self.backend.prompt_logprobs(
-            [PromptLogprobsRequest(model=spec.name, prompt=p, top_logprobs=req.logprobs or 0)
-             for p in prompts])
-        choices = [
-            CompletionChoice(
-                index=k,
-                text=p if isinstance(p, str) else "".join(s.tokens),
-                logprobs=None if req.logprobs is None else _openai_logprobs(s, 0),
-                finish_reason="length",
-            )
-            for k, (p, s) in enumerate((p, s) for p, s in zip(prompts, scored, strict=True)
-                                       for _ in range(req.n))
-        ]
-        prompt_tokens = sum(self._count(spec, p) or len(s.tokens)
-                            for p, s in zip(prompts, scored, strict=True))
+            [PromptLogprobsRequest(model=spec.name, prompt=t, top_logprobs=req.logprobs or 0)
+             for t, _ in targets])
+        choices = []
+        for k, (prompt, (_, bos), got) in enumerate(
+                zip(prompts, targets, scored, strict=True)):
+            logprobs = _openai_logprobs(got, 0, unlisted_bos=bos)
+            for i in range(req.n):
+                choices.append(CompletionChoice(
+                    index=k * req.n + i,
+                    text=prompt if isinstance(prompt, str) else "".join(logprobs.tokens),
+                    logprobs=None if req.logprobs is None else logprobs,
+                    finish_reason="length"))
+        prompt_tokens = sum(len(t) if isinstance(t, list) else len(got.tokens)
+                            for (t, _), got in zip(targets, scored, strict=True))
         return CompletionResponse(id=rid, created=int(time.time()), model=spec.name,
                                   choices=choices, usage=usage(prompt_tokens, 0))
+
+    async def _prompt_ids(self, spec: ModelSpec, prompt: str | list[int]) -> tuple[list[int], bool]:
+        """The ids a prompt is scored as; True when the tokenizer put a BOS in front of a text."""
+        if isinstance(prompt, list):
+            return prompt, False
+        tokenizer = await self.tokenizer(spec)
+        ids = tokenizer(prompt)["input_ids"]
+        bos = tokenizer.bos_token_id
+        return ids, bool(ids) and bos is not None and ids[0] == bos and not prompt.startswith(
+            tokenizer.bos_token)
 
     async def _completions(self, spec: ModelSpec, req: CompletionRequest,
                            prompts: list[str | list[int]], requests: list[GenerationRequest],
                            rid: str) -> CompletionResponse:
         done = await gather([self.collect(r) for r in requests])
         owners = [prompts[k // req.n] for k in range(len(done))]  # the prompt of each choice
-        logprobs: list[CompletionLogprobs | None] = [None] * len(done)
+        logprobs: Sequence[CompletionLogprobs | None] = [None] * len(done)
         if req.logprobs is not None:
             logprobs = await self._generated_logprobs(spec, owners, done, req.logprobs, req.echo)
         choices = []
         for k, (prompt, completion) in enumerate(zip(owners, done, strict=True)):
             text = completion.text
             if req.echo:
-                text = await self._prompt_text(spec, prompt) + text
+                text = await self._prompt_text(spec, prompt, logprobs[k], completion) + text
             choices.append(CompletionChoice(index=k, text=text, logprobs=logprobs[k],
                                             finish_reason=completion.finish_reason))
         prompt_tokens = sum(done[k * req.n].prompt_tokens for k in range(len(prompts)))
@@ -330,28 +348,35 @@ class Worker:
             usage=usage(prompt_tokens, sum(c.completion_tokens for c in done)),
         )
 
-    async def _prompt_text(self, spec: ModelSpec, prompt: str | list[int]) -> str:
+    async def _prompt_text(self, spec: ModelSpec, prompt: str | list[int],
+                           logprobs: CompletionLogprobs | None, completion: Completion) -> str:
+        """The echoed text of a prompt; for token ids, the listed tokens (their offsets index it)."""
         if isinstance(prompt, str):
             return prompt
-        return (await self.tokenizer(spec)).decode(prompt, skip_special_tokens=True)
+        if logprobs is not None:
+            return "".join(logprobs.tokens[: len(logprobs.tokens) - completion.completion_tokens])
+        return (await self.tokenizer(spec)).decode(prompt, skip_special_tokens=False)
 
     async def _generated_logprobs(self, spec: ModelSpec, prompts: list[str | list[int]],
                                   done: list[Completion], top: int,
                                   echo: bool) -> list[CompletionLogprobs]:
         """Logprobs of (echoed prompt +) completion: see the module docstring."""
-        tokenizer = await self.tokenizer(spec)
-        sequences, starts = [], []
+        try:
+            tokenizer = await self.tokenizer(spec)
+        except WorkerError as exc:
+            raise BadRequest(f"logprobs of generated tokens need the tokenizer of {spec.name}; "
+                             f"{exc.message}. Ask with max_tokens=0 and echo for the prompt's "
+                             "logprobs.", param="logprobs") from exc
+        sequences, starts, bos_added = [], [], []
         for prompt, completion in zip(prompts, done, strict=True):
-            prompt_ids = prompt if isinstance(prompt, list) else tokenizer(prompt)["input_ids"]
+            prompt_ids, bos = await self._prompt_ids(spec, prompt)
             sequences.append(prompt_ids + _completion_ids(tokenizer, prompt, prompt_ids, completion))
-            # A string prompt's BOS is context, not a listed token (as the backends list it).
-            bos = int(isinstance(prompt, str) and len(prompt_ids) > 1
-                      and prompt_ids[0] == tokenizer.bos_token_id
-                      and not prompt.startswith(tokenizer.bos_token or "\0"))
-            starts.append(bos if echo else len(prompt_ids))
+            starts.append(0 if echo else len(prompt_ids))
+            bos_added.append(bos)
         scored = await self.backend.prompt_logprobs(
             [PromptLogprobsRequest(model=spec.name, prompt=s, top_logprobs=top) for s in sequences])
-        return [_openai_logprobs(s, start) for s, start in zip(scored, starts, strict=True)]
+        return [_openai_logprobs(s, start, unlisted_bos=bos)
+                for s, start, bos in zip(scored, starts, bos_added, strict=True)]
 
     async def _completion_stream(self, requests: list[GenerationRequest], rid: str, model: str,
                                  req: CompletionRequest) -> AsyncIterator[bytes]:
@@ -513,12 +538,23 @@ def _completion_ids(tokenizer: Any, prompt: str | list[int], prompt_ids: list[in
     return ids + [filler] * (completion.completion_tokens - len(ids))  # a final EOS has no text
 
 
-def _openai_logprobs(scored: PromptLogprobs, start: int) -> CompletionLogprobs:
+def _openai_logprobs(scored: PromptLogprobs, start: int, *,
+                     unlisted_bos: bool = False) -> CompletionLogprobs:
+    """The entries from ``start`` on; offsets index the echoed text.
+
+    ``unlisted_bos``: the first token is a BOS the tokenizer added in front of a text prompt. It
+    stays listed (first logprob None, as vLLM and OpenAI list prompts) but has no text, since the
+    echoed prompt does not contain it.
+    """
+    tokens, offsets = list(scored.tokens), list(scored.text_offset)
+    if unlisted_bos and tokens:
+        shift, tokens[0] = len(tokens[0]), ""
+        offsets = [max(0, offset - shift) for offset in offsets]
     return CompletionLogprobs(
-        tokens=scored.tokens[start:],
+        tokens=tokens[start:],
         token_logprobs=scored.token_logprobs[start:],
         top_logprobs=scored.top_logprobs[start:],
-        text_offset=scored.text_offset[start:],
+        text_offset=offsets[start:],
     )
 
 
@@ -618,7 +654,7 @@ async def _prepend(first: T | None, events: AsyncIterator[T]) -> AsyncIterator[T
 class _LoggedRoute(APIRoute):
     """Turns an unexpected exception into an OpenAI-shaped 500, logged with its traceback."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
