@@ -205,14 +205,14 @@ class Worker:
                              "/v1/completions with echo and logprobs", param="logprobs")
         messages = [m.as_dict() for m in req.messages]
         stop, stop_token_ids = req.stop_list, []
-        prompt: str | None = None
+        prompt: str | list[int] | None = None
         prompt_tokens: int | None = None
         if not self.backend.renders_chat:
             prompt = await self._render(spec, messages)
             if (template := self._templates.get(spec.name)) is not None:
                 stop += [s for s in conversation.stop_strings(template) if s not in stop]
                 stop_token_ids = list(template.stop_token_ids)
-            prompt_tokens = self.backend.count_tokens(spec.name, prompt)
+            prompt_tokens = self._count(spec, prompt)
         max_tokens = self.budget(spec, prompt_tokens, req.requested_max_tokens, CHAT_MAX_TOKENS,
                                  param="messages")
         params = sampling_params(req, max_tokens, stop)
@@ -234,9 +234,13 @@ class Worker:
             usage=usage(done[0].prompt_tokens, sum(c.completion_tokens for c in done)),
         )
 
-    async def _render(self, spec: ModelSpec, messages: list[dict]) -> str:
+    async def _render(self, spec: ModelSpec, messages: list[dict]) -> str | list[int]:
         if spec.template == "hf":
-            return conversation.render_with_tokenizer(await self.tokenizer(spec), messages)
+            # A chat_template writes its own BOS into the text (as vLLM does for chat, the text
+            # is then tokenized without adding special tokens, so there is no second BOS).
+            tokenizer = await self.tokenizer(spec)
+            text = conversation.render_with_tokenizer(tokenizer, messages)
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
         return conversation.render(self._templates[spec.name], messages)
 
     async def _chat_stream(self, requests: list[GenerationRequest], rid: str, model: str,
