@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 
@@ -49,6 +49,7 @@ from model_workers.errors import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 _T5_CONTEXT = 512  # T5 has relative positions and no hard limit; 512 is what it was trained on
@@ -112,6 +113,7 @@ class HFBackend:
         self.model: Any = None
         self._peft: Any = None
         self._active_adapter: str | None = None
+        self._runner: CausalRunner | Seq2SeqRunner | None = None
         self.scheduler: Scheduler | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -119,7 +121,7 @@ class HFBackend:
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
         runner_cls = Seq2SeqRunner if self.model.config.is_encoder_decoder else CausalRunner
-        runner = runner_cls(self.model, pad_id=self._pad_id())
+        self._runner = runner = runner_cls(self.model, pad_id=self._pad_id())
         self.scheduler = Scheduler(
             runner,
             self._activate,
@@ -146,18 +148,18 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(spec.source, **where)
         config = AutoConfig.from_pretrained(spec.source, **where)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(spec.source, dtype=dtype, **where).to(device).eval()
+        model: Any = auto.from_pretrained(spec.source, dtype=dtype, **where)
+        model = model.to(device).eval()
         adapters = [s for s in self.specs.values() if s.adapter]
         if adapters:
             from peft import PeftModel
 
-            self._peft = PeftModel.from_pretrained(
-                model, adapters[0].adapter, adapter_name=adapters[0].name
-            )
-            for extra in adapters[1:]:
-                self._peft.load_adapter(extra.adapter, adapter_name=extra.name)
+            first, *others = [(str(s.adapter), s.name) for s in adapters]
+            self._peft = PeftModel.from_pretrained(model, first[0], adapter_name=first[1])
+            for path, name in others:
+                self._peft.load_adapter(path, adapter_name=name)
             self._peft.to(device).eval()
-            self._active_adapter = adapters[0].name
+            self._active_adapter = first[1]
             # The LoRA layers live inside the base model; the PeftModel only switches them.
             model = self._peft.get_base_model()
         self.model = model
@@ -190,9 +192,13 @@ class HFBackend:
                 f"model {model!r} is not served here; available: {', '.join(self.specs)}",
                 param="model",
             )
+        self._started()
+        return spec
+
+    def _started(self) -> Scheduler:
         if self.scheduler is None:
             raise BackendUnavailable("the hf backend has not been started")
-        return spec
+        return self.scheduler
 
     def context_length(self, model: str) -> int:
         spec = self._spec(model)
@@ -219,9 +225,9 @@ class HFBackend:
         with self._tok_lock:
             return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
-    def _decode(self, ids: list[int]) -> str:
+    def _decode(self, ids: list[int], *, skip_special: bool = True) -> str:
         with self._tok_lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
+            return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
 
     def _pad_id(self) -> int:
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
@@ -272,7 +278,7 @@ class HFBackend:
             params=params,
             stop_ids=frozenset(self._eos_ids() | set(params.stop_token_ids)),
             detokenizer=Detokenizer(
-                self._decode, () if self.model.config.is_encoder_decoder else prompt_ids
+                self._decode, None if self.model.config.is_encoder_decoder else prompt_ids
             ),
             stops=StopStrings(params.stop),
             generator=make_generator(params),
@@ -291,8 +297,7 @@ class HFBackend:
                 seq.cancelled = True
 
         seq.deliver = deliver
-        assert self.scheduler is not None
-        self.scheduler.submit(seq)
+        self._started().submit(seq)
         try:
             while True:
                 item = await queue.get()
@@ -318,9 +323,8 @@ class HFBackend:
             raise BadRequest("prompt log-probabilities need a decoder-only model", param="model")
         return await self._on_scheduler(lambda: self._prompt_logprobs(requests))
 
-    async def _on_scheduler(self, fn):
-        assert self.scheduler is not None
-        return await asyncio.wrap_future(self.scheduler.call(fn))
+    async def _on_scheduler(self, fn: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self._started().call(fn))
 
     def _by_adapter(self, requests: Iterable[Any]) -> dict[str | None, list[int]]:
         groups: dict[str | None, list[int]] = {}
@@ -346,11 +350,13 @@ class HFBackend:
         for adapter, indices in self._by_adapter(requests).items():
             prompts = [self._prompt_ids(requests[i].prompt) for i in indices]
             self._activate(adapter)
-            runner = self.scheduler.runner
+            runner = self._runner
             if isinstance(runner, Seq2SeqRunner):
                 _, logits = runner.first_step(prompts, cache=False)
-            else:
+            elif isinstance(runner, CausalRunner):
                 logits = runner.forward(prompts, cache=False, last_only=True)[0][:, -1, :]
+            else:
+                raise BackendUnavailable("the hf backend has not been started")
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, (i, ids) in enumerate(zip(indices, prompts, strict=True)):
                 request = requests[i]
@@ -363,6 +369,9 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     def _prompt_logprobs(self, requests: list[PromptLogprobsRequest]) -> list[PromptLogprobs]:
+        runner = self._runner
+        if not isinstance(runner, CausalRunner):
+            raise BadRequest("prompt log-probabilities need a decoder-only model", param="model")
         results: list[PromptLogprobs | None] = [None] * len(requests)
         vocab = self.model.get_output_embeddings().weight.shape[0]
         prompts = [self._prompt_ids(r.prompt) for r in requests]
@@ -372,9 +381,9 @@ class HFBackend:
             while indices:  # as many prompts per forward pass as the logits budget allows
                 count = max(1, _LOGITS_BUDGET // (len(prompts[indices[0]]) * vocab))
                 chunk, indices = indices[:count], indices[count:]
-                logits = self.scheduler.runner.forward(
-                    [prompts[i] for i in chunk], cache=False, last_only=False
-                )[0]
+                logits = runner.forward([prompts[i] for i in chunk], cache=False, last_only=False)[
+                    0
+                ]
                 for row, i in enumerate(chunk):
                     rows = logits[row, logits.shape[1] - len(prompts[i]) :].float()
                     results[i] = self._describe_prompt(
@@ -382,22 +391,34 @@ class HFBackend:
                     )
         return results  # type: ignore[return-value]
 
+    def _bos_added(self, prompt: str | list[int], ids: list[int]) -> bool:
+        """Whether tokenizing the string ``prompt`` put a BOS token in front of its text."""
+        bos = self.tokenizer.bos_token_id
+        if not isinstance(prompt, str) or bos is None or len(ids) < 2 or ids[0] != bos:
+            return False
+        return ids[1:] == self._encode(prompt, special=False)
+
+    def _pieces(self, ids: list[int], *, context: list[int]) -> list[str]:
+        """The text of each token, special tokens included, such that the pieces concatenate to
+        the decoded text (a character split across tokens belongs to the token that ends it)."""
+        detokenizer = Detokenizer(lambda t: self._decode(t, skip_special=False), context)
+        pieces = [detokenizer.push(i) for i in ids]
+        if pieces:
+            pieces[-1] += detokenizer.flush()
+        return pieces
+
     def _describe_prompt(
         self, request: PromptLogprobsRequest, ids: list[int], logprobs: torch.Tensor
     ) -> PromptLogprobs:
         """The OpenAI logprobs object for one prompt, given log-softmax rows ``[len(ids), vocab]``."""
-        bos = self.tokenizer.bos_token_id
-        skip = int(
-            isinstance(request.prompt, str)
-            and bos is not None
-            and len(ids) > 1
-            and ids[0] == bos
-            and not request.prompt.startswith(self.tokenizer.bos_token)
-        )
-        detokenizer = Detokenizer(self._decode, ids[:skip])
-        tokens, token_logprobs, top, offsets, offset = [], [], [], [], 0
-        for position in range(skip, len(ids)):
-            piece = detokenizer.push(ids[position])
+        skip = int(self._bos_added(request.prompt, ids))
+        pieces = self._pieces(ids[skip:], context=ids[:skip])
+        tokens: list[str] = []
+        token_logprobs: list[float | None] = []
+        top: list[dict[str, float] | None] = []
+        offsets: list[int] = []
+        offset = 0
+        for position, piece in enumerate(pieces, start=skip):
             tokens.append(piece)
             offsets.append(offset)
             offset += len(piece)
@@ -406,14 +427,15 @@ class HFBackend:
                 top.append(None)
                 continue
             row = logprobs[position - 1]
-            token_logprobs.append(float(row[ids[position]]))
+            logprob = float(row[ids[position]])
+            token_logprobs.append(logprob)
             if request.top_logprobs > 0:
                 values, alternatives = row.topk(request.top_logprobs)
                 listed = {
-                    self._decode([t]): float(v)
+                    self._decode([t], skip_special=False): float(v)
                     for v, t in zip(values.tolist(), alternatives.tolist(), strict=True)
                 }
-                listed[piece] = token_logprobs[-1]  # the prompt token is always listed (vLLM too)
+                listed[piece] = logprob  # the prompt token is always listed (vLLM too)
                 top.append(listed)
             else:
                 top.append(None)

@@ -21,8 +21,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,48 +30,12 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import BaseModelOutput
 
-from model_workers.backends.base import GenerationChunk, SamplingParams
-from model_workers.backends.hf_sampling import Detokenizer, StopStrings, next_tokens
+from model_workers.backends.hf_sampling import Sequence, next_tokens
 from model_workers.errors import BackendUnavailable, WorkerError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Delivery = Callable[[GenerationChunk | WorkerError], None]
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request being generated; only the scheduler thread touches it (except ``cancelled``)."""
-
-    adapter: str | None  # served model name of the LoRA adapter; None for the base
-    prompt_ids: list[int]
-    params: SamplingParams
-    stop_ids: frozenset[int]
-    detokenizer: Detokenizer
-    stops: StopStrings
-    generator: torch.Generator | None
-    deliver: Delivery  # thread-safe hand-off to the waiting client
-    output_ids: list[int] = field(default_factory=list)
-    cancelled: bool = False  # set by the client when it stops listening
-    arrived: float = field(default_factory=time.monotonic)
-
-    def push(self, token: int) -> GenerationChunk | None:
-        """Record one generated token; the chunk to deliver, if the token completes any text or
-        ends the output (then ``finish_reason`` is set)."""
-        self.output_ids.append(token)
-        finish = None
-        if token in self.stop_ids:
-            finish, text = "stop", self.stops.flush()
-        else:
-            text, hit = self.stops.feed(self.detokenizer.push(token))
-            if hit:
-                finish = "stop"
-            elif len(self.output_ids) >= self.params.max_tokens:
-                finish, text = "length", text + self.stops.flush()
-        if not (text or finish):
-            return None
-        return GenerationChunk(text, len(self.prompt_ids), len(self.output_ids), finish)
 
 
 @dataclass
@@ -82,6 +46,7 @@ class SchedulerStats:
     prefills: int = 0
     generated_tokens: int = 0
     max_batch: int = 0  # most rows in one decode step
+    joins: int = 0  # prefilled rows merged into a batch that was already decoding
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
@@ -151,21 +116,19 @@ class CausalRunner:
     def can_join(self, state: CausalState) -> bool:
         """Whether rows can be merged in: only plain full-attention caches are padded safely
         (sliding-window or recurrent layers fall back to joining at the next wave)."""
-        return all(
-            type(layer) is DynamicLayer and layer.is_initialized for layer in state.cache.layers
-        )
+        return _plain_layers(state.cache) is not None
 
     def select(self, state: CausalState, keep: list[int]) -> CausalState:
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         state.cache.batch_select_indices(index)
         state.mask, state.next_pos = state.mask[index], state.next_pos[index]
-        if self.can_join(state):  # drop columns that are padding in every remaining row
-            first = int(state.mask.any(0).int().argmax())
-            if first:
-                state.mask = state.mask[:, first:]
-                for layer in state.cache.layers:
-                    layer.keys = layer.keys[:, :, first:, :]
-                    layer.values = layer.values[:, :, first:, :]
+        layers = _plain_layers(state.cache)
+        first = int(state.mask.any(0).int().argmax())  # columns before are padding in every row
+        if layers is not None and first:
+            state.mask = state.mask[:, first:]
+            for layer in layers:
+                layer.keys = _kv(layer.keys)[:, :, first:, :]
+                layer.values = _kv(layer.values)[:, :, first:, :]
         return state
 
     def merge(self, running: CausalState, joining: CausalState) -> CausalState:
@@ -176,12 +139,29 @@ class CausalRunner:
             missing = width - t.shape[-axis_from_end]
             return F.pad(t, (0, 0) * (axis_from_end - 1) + (missing, 0)) if missing else t
 
-        for mine, theirs in zip(running.cache.layers, joining.cache.layers, strict=True):
-            mine.keys = torch.cat([pad(mine.keys, 2), pad(theirs.keys, 2)])
-            mine.values = torch.cat([pad(mine.values, 2), pad(theirs.values, 2)])
+        mine_layers, their_layers = _plain_layers(running.cache), _plain_layers(joining.cache)
+        if mine_layers is None or their_layers is None:
+            raise ValueError("only plain DynamicLayer caches can be merged")
+        for mine, theirs in zip(mine_layers, their_layers, strict=True):
+            mine.keys = torch.cat([pad(_kv(mine.keys), 2), pad(_kv(theirs.keys), 2)])
+            mine.values = torch.cat([pad(_kv(mine.values), 2), pad(_kv(theirs.values), 2)])
         running.mask = torch.cat([pad(running.mask, 1), pad(joining.mask, 1)])
         running.next_pos = torch.cat([running.next_pos, joining.next_pos])
         return running
+
+
+def _plain_layers(cache: DynamicCache) -> list[DynamicLayer] | None:
+    """The cache's layers if all are filled, plain full-attention ``DynamicLayer``s, else None."""
+    layers = list(cache.layers)
+    if all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
+        return cast(list[DynamicLayer], layers)
+    return None
+
+
+def _kv(tensor: torch.Tensor | None) -> torch.Tensor:
+    if tensor is None:
+        raise ValueError("cache layer is empty")
+    return tensor
 
 
 @dataclass
@@ -250,7 +230,18 @@ class Seq2SeqRunner:
         raise NotImplementedError("seq2seq batches run in waves")
 
 
-Runner = CausalRunner | Seq2SeqRunner
+class Runner(Protocol):
+    """What the scheduler needs from a model: batch state in, logits ``[batch, vocab]`` out."""
+
+    def prefill(self, prompts: list[list[int]]) -> tuple[Any, torch.Tensor]: ...
+
+    def decode(self, state: Any, tokens: list[int]) -> torch.Tensor: ...
+
+    def can_join(self, state: Any) -> bool: ...
+
+    def select(self, state: Any, keep: list[int]) -> Any: ...
+
+    def merge(self, running: Any, joining: Any) -> Any: ...
 
 
 @dataclass(eq=False)
@@ -391,6 +382,7 @@ class Scheduler:
         else:
             group.state = self.runner.merge(group.state, state)
             group.seqs += seqs
+            self.stats.joins += 1
 
     def _step(self) -> None:
         if not self._groups:

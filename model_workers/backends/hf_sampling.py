@@ -1,16 +1,21 @@
-"""Per-request pieces of the ``hf`` backend: next-token sampling, streaming detokenisation and
-stop strings. Nothing here knows about batching; :mod:`model_workers.backends.hf_batching` calls
-these once per row per step.
+"""Per-request pieces of the ``hf`` backend: next-token sampling, streaming detokenisation, stop
+strings, and the :class:`Sequence` that ties them together for one request. Nothing here knows
+about batching; :mod:`model_workers.backends.hf_batching` calls these once per row per step.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
-from model_workers.backends.base import SamplingParams
+from model_workers.backends.base import FinishReason, GenerationChunk, SamplingParams
+from model_workers.errors import WorkerError
+
+Delivery = Callable[[GenerationChunk | WorkerError], None]
 
 # How many tokens before the unread ones are decoded with them, so that a SentencePiece
 # tokenizer does not drop the leading space of the first new token (vLLM uses the same window).
@@ -31,8 +36,8 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
 
 def next_tokens(
     logits: torch.Tensor,
-    params: Sequence[SamplingParams],
-    generators: Sequence[torch.Generator | None],
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
 ) -> list[int]:
     """One next token per row of ``logits`` ``[batch, vocab]``: argmax for greedy rows, else
     temperature + nucleus sampling with that row's own generator (independent of the batch)."""
@@ -66,9 +71,11 @@ class Detokenizer:
     A delta ending in U+FFFD (an incomplete byte sequence) is held back until the next token.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], context: Sequence[int] = ()) -> None:
+    def __init__(
+        self, decode: Callable[[list[int]], str], context: list[int] | None = None
+    ) -> None:
         self._decode = decode
-        self._ids = list(context[-_DETOK_CONTEXT:])
+        self._ids = list(context or [])[-_DETOK_CONTEXT:]
         self._prefix = 0  # start of the decoding window
         self._read = len(self._ids)  # ids before this have been turned into text
 
@@ -82,6 +89,14 @@ class Detokenizer:
         self._prefix, self._read = self._read, len(self._ids)
         return text[len(prefix_text) :]
 
+    def flush(self) -> str:
+        """The held-back text (an incomplete character decodes as U+FFFD) once output ends,
+        so that the streamed text always equals the decoded output."""
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        text = self._decode(self._ids[self._prefix :])
+        self._prefix = self._read = len(self._ids)
+        return text[len(prefix_text) :]
+
 
 class StopStrings:
     """Cuts the output before the first stop string and holds back text that may begin one.
@@ -90,7 +105,7 @@ class StopStrings:
     only start in the held-back buffer plus the new delta.
     """
 
-    def __init__(self, stops: Sequence[str]) -> None:
+    def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._pending = ""
 
@@ -119,3 +134,40 @@ class StopStrings:
             if any(s.startswith(tail) for s in self._stops):
                 return size
         return 0
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request being generated; only the scheduler thread touches it (except ``cancelled``)."""
+
+    adapter: str | None  # served model name of the LoRA adapter; None for the base
+    prompt_ids: list[int]
+    params: SamplingParams
+    stop_ids: frozenset[int]
+    detokenizer: Detokenizer
+    stops: StopStrings
+    generator: torch.Generator | None
+    deliver: Delivery  # thread-safe hand-off to the waiting client
+    output_ids: list[int] = field(default_factory=list)
+    cancelled: bool = False  # set by the client when it stops listening
+    arrived: float = field(default_factory=time.monotonic)
+
+    def push(self, token: int) -> GenerationChunk | None:
+        """Record one generated token; the chunk to deliver, if the token completes any text or
+        ends the output (then ``finish_reason`` is set)."""
+        self.output_ids.append(token)
+        finish: FinishReason | None = None
+        if token in self.stop_ids:  # the stop token's own text is not part of the output
+            finish, delta = "stop", self.detokenizer.flush()
+        else:
+            delta = self.detokenizer.push(token)
+            if len(self.output_ids) >= self.params.max_tokens:
+                finish, delta = "length", delta + self.detokenizer.flush()
+        text, hit = self.stops.feed(delta)
+        if hit:
+            finish = "stop"
+        elif finish:
+            text += self.stops.flush()
+        if not (text or finish):
+            return None
+        return GenerationChunk(text, len(self.prompt_ids), len(self.output_ids), finish)
