@@ -41,6 +41,7 @@ def _write_mmlu_layout(root: Path) -> None:
 
 
 def _write_tasks(root: Path, data: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     for subject in SUBJECTS:
         (root / f"{subject}.yaml").write_text(f"""
 task: sample_{subject}
@@ -87,11 +88,11 @@ def test_lm_eval_local_completions_agrees_with_hf(control_plane, start_worker, t
         model="local-completions",
         model_args={"model": "tiny-llama", "base_url": control_plane.url + "/v1/completions",
                     "tokenizer": str(tiny_models["llama"]), "tokenizer_backend": "huggingface",
-                    "num_concurrent": 4, "max_retries": 1},
+                    "num_concurrent": 4, "max_retries": 1, "add_bos_token": True},
         **common,
     )
     local = simple_evaluate(
-        model="hf", model_args={"pretrained": str(tiny_models["llama"])}, device="cpu", **common)
+        model="hf", model_args={"pretrained": str(tiny_models["llama"]), "add_bos_token": True}, device="cpu", **common)
 
     gateway_ll, local_ll = _loglikelihoods(via_gateway), _loglikelihoods(local)
     assert gateway_ll.keys() == local_ll.keys() and len(gateway_ll) == 5
