@@ -53,6 +53,7 @@ def run_demo(*, host: str, port: int) -> None:
     admin_key = settings.admin_key or _demo_key(data_dir)
     url = f"http://{host}:{port}"
     children: list[Child] = []
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the children too, like Ctrl-C
     try:
         with out.status("building demo checkpoints (first run: ~30 s for the SmolLM2 export)"):
             from model_workers.localmodels import build_demo_models
@@ -85,8 +86,9 @@ def run_demo(*, host: str, port: int) -> None:
             "Try:\n"
             f"  curl {url}/v1/chat/completions -H 'content-type: application/json' -d "
             "'{\"model\": \"smollm2-135m-instruct\", \"messages\": [{\"role\": \"user\", "
-            "\"content\": \"Name three colours.\"}]}'\n"
-            "Press Ctrl-C to stop."
+            "\"content\": \"Name three colours.\"}], \"temperature\": 0.3}'\n"
+            "Press Ctrl-C to stop.",
+            soft_wrap=True,
         )
         while all(c.proc.poll() is None for c in children):
             time.sleep(0.5)
@@ -104,6 +106,10 @@ def run_demo(*, host: str, port: int) -> None:
                 child.proc.wait(15)
             except subprocess.TimeoutExpired:
                 child.proc.kill()
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _demo_key(data_dir: Path) -> str:
