@@ -123,8 +123,10 @@ def _control_plane(tmp_path: Path, *, database_url: str | None) -> Iterator[Proc
     except Exception:
         server.stop()
         raise RuntimeError(server.log_text()) from None
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture()

@@ -185,3 +185,25 @@ def test_admin_key_from_environment_is_accepted(control_plane, tiny_models):
     response = register(control_plane, name="adm", source=str(tiny_models["llama"]))
     assert response.status_code == 201
     assert ADMIN_KEY not in response.text
+
+
+@pytest.mark.postgres
+def test_control_plane_on_postgresql(tmp_path, postgres_url, tiny_models):
+    """`arena serve` with ARENA_DATABASE_URL pointing at a real PostgreSQL server."""
+    from sqlmodel import SQLModel
+
+    from arena.db import make_engine
+    from tests.conftest import _control_plane
+
+    SQLModel.metadata.drop_all(make_engine(postgres_url))
+    server_gen = _control_plane(tmp_path, database_url=postgres_url)
+    server = next(server_gen)
+    try:
+        assert register(server, name="pg-llama", source=str(tiny_models["llama"])).status_code == 201
+        assert register(server, name="pg-llama", source=str(tiny_models["llama"])).status_code == 409
+        bad = register(server, name="pg-bad", source=str(tiny_models["llama"]), template="nope")
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "template"
+        names = [c["name"] for c in httpx.get(server.url + "/api/checkpoints").json()]
+        assert names == ["pg-llama"]
+    finally:
+        server_gen.close()
