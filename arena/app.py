@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from arena import __version__
-from arena.api import checkpoints, keys, openai, workers
+from arena.api import battles, checkpoints, keys, openai, workers
 from arena.controller import WorkerDirectory
 from arena.db import make_engine
-from arena.errors import ArenaError
+from arena.errors import ArenaError, RateLimited
 from arena.gateway import Gateway
 from arena.settings import Settings, get_settings
 
@@ -50,12 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (checkpoints, workers, keys, openai):
         app.include_router(module.router)
+    app.include_router(battles.router)
+    app.include_router(battles.votes_router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict:
         return {"status": "ok", "version": __version__}
 
     app.add_exception_handler(ArenaError, _arena_error)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
@@ -72,6 +75,13 @@ async def _arena_error(_request: Request, exc: Exception) -> JSONResponse:
         error_body(exc.message, error_type=exc.error_type, code=exc.code, param=exc.param),
         status_code=exc.status_code,
     )
+
+
+async def _rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    response = await _arena_error(request, exc)
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -67,3 +67,15 @@ class UpstreamFailed(ServerError):
 
     status_code = 502
     code = "upstream_failed"
+
+
+class RateLimited(ClientError):
+    """Too many requests from one session or address (HTTP 429, with ``Retry-After``)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_s = retry_after_s

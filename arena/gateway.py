@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -24,6 +26,14 @@ logger = logging.getLogger(__name__)
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 ATTEMPTS = 2  # the first worker, then one other
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPiece:
+    """One piece of a streamed chat answer: new text, and the finish reason on the last."""
+
+    text: str
+    finish_reason: str | None = None
 
 
 class Gateway:
@@ -43,6 +53,32 @@ class Gateway:
         """Forward ``request`` (a JSON body naming a ``model``) to ``worker_path`` on a worker."""
         body = await request.body()
         model, stream = _peek(body)
+        response, route = await self._open(model, worker_path=worker_path, body=body)
+        if stream and response.status_code == 200:
+            return StreamingResponse(
+                self._relay(response, route),
+                status_code=200,
+                media_type=response.headers.get("content-type", "text/event-stream"),
+            )
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+            self.directory.end(route.worker_id)
+        return Response(
+            content=content,
+            status_code=response.status_code,
+            headers=_passthrough(response.headers),
+        )
+
+    async def _open(
+        self, model: str, *, worker_path: str, body: bytes
+    ) -> tuple[httpx.Response, Route]:
+        """Send ``body`` to a worker serving ``model``; one retry elsewhere on a connection error.
+
+        The caller owns the returned (streamed) response: it must close it and call
+        ``directory.end(route.worker_id)``.
+        """
         tried: set[str] = set()
         last_error: Exception | None = None
         for _ in range(ATTEMPTS):
@@ -66,26 +102,45 @@ class Gateway:
             except BaseException:
                 self.directory.end(route.worker_id)
                 raise
-            if stream and response.status_code == 200:
-                return StreamingResponse(
-                    self._relay(response, route),
-                    status_code=200,
-                    media_type=response.headers.get("content-type", "text/event-stream"),
-                )
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
-                self.directory.end(route.worker_id)
-            return Response(
-                content=content,
-                status_code=response.status_code,
-                headers=_passthrough(response.headers),
-            )
+            return response, route
         raise UpstreamFailed(
             f"no worker serving model {model!r} could be reached (last error: {last_error})",
             param="model",
         )
+
+    async def stream_chat(
+        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[ChatPiece]:
+        """Stream a chat completion from a worker serving ``model``: content deltas, then the end.
+
+        Raises :class:`UpstreamFailed` with the worker's own message when it answers with an
+        error (before or during the stream).
+        """
+        body = json.dumps({
+            "model": model, "messages": messages, "max_tokens": max_tokens,
+            "temperature": temperature, "stream": True,
+        }).encode()
+        response, route = await self._open(model, worker_path="/v1/chat/completions", body=body)
+        try:
+            if response.status_code != 200:
+                raise UpstreamFailed(_error_message(await response.aread(), response.status_code))
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:"):].strip()
+                if data == "[DONE]":
+                    return
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise UpstreamFailed(_error_message(data.encode(), 200))
+                for choice in chunk.get("choices") or ():
+                    delta = (choice.get("delta") or {}).get("content") or ""
+                    finish = choice.get("finish_reason")
+                    if delta or finish:
+                        yield ChatPiece(text=delta, finish_reason=finish)
+        finally:
+            await response.aclose()
+            self.directory.end(route.worker_id)
 
     async def _relay(self, response: httpx.Response, route: Route) -> AsyncIterator[bytes]:
         try:
@@ -123,3 +178,11 @@ def _peek(body: bytes) -> tuple[str, bool]:
 def _passthrough(headers: httpx.Headers) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
 
+
+def _error_message(body: bytes, status: int) -> str:
+    """The message of an OpenAI-shaped error body, else the body itself (shortened)."""
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace")[:500]
+    return f"HTTP {status}: {message}" if status != 200 else str(message)

@@ -156,3 +156,100 @@ class WorkerPublic(SQLModel):
     registered_at: datetime
     last_heartbeat: float
     healthy: bool
+
+
+# --- battles and votes ---------------------------------------------------------------------
+
+BattleMode = Literal["anonymous", "named"]
+VoteChoice = Literal["a", "b", "tie", "bothbad"]
+# FastChat clean_battle vocabulary, the one stored and exported
+Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
+
+
+class Battle(SQLModel, table=True):
+    """Two models answering the same conversation; names stay hidden until the vote."""
+
+    id: str = Field(primary_key=True)  # 128 random bits, hex: the battle's only capability
+    mode: str
+    model_a: str
+    model_b: str
+    session_id: str = Field(index=True)
+    ip: str = Field(index=True)
+    tstamp: float = Field(index=True)  # unix time of creation, seconds (rate limits)
+    status: str = "open"  # open | voted
+    turns: int = 0  # completed turns (both sides answered)
+    # OpenAI-style messages per side: user turns are the same, answers differ
+    conversation_a: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    conversation_b: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    flagged: bool = False  # an answer revealed a model's identity: left out of the ratings
+    flag_word: str | None = None
+    language: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BattleCreate(SQLModel):
+    mode: BattleMode = "anonymous"
+    model_a: str | None = Field(default=None, description="Named mode: the first model.")
+    model_b: str | None = Field(default=None, description="Named mode: the second model.")
+    session_id: str = Field(
+        min_length=1, max_length=128, description="Client-chosen id of the browser session."
+    )
+
+
+class BattleMessage(SQLModel):
+    content: str = Field(min_length=1, max_length=16_000)
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class BattleRegenerate(SQLModel):
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class VoteCast(SQLModel):
+    winner: VoteChoice
+
+
+class BattlePublic(SQLModel):
+    """What a client sees. Model names only in named mode or once the battle is voted."""
+
+    id: str
+    mode: str
+    status: str
+    models: list[str]  # ["Model A", "Model B"] while an anonymous battle is open
+    model_a: str | None = None
+    model_b: str | None = None
+    turns: int
+    conversation_a: list[dict[str, Any]]
+    conversation_b: list[dict[str, Any]]
+    winner: str | None = None
+    flagged: bool | None = None  # revealed with the names (the flag word may be a name)
+    flag_word: str | None = None
+
+
+class Vote(SQLModel, table=True):
+    """One human verdict, cast in a battle here or imported from a clean_battle log."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    # unique: a battle takes one vote, even with several replicas racing (NULLs: imported)
+    battle_id: str | None = Field(default=None, foreign_key="battle.id", unique=True)
+    model_a: str = Field(index=True)
+    model_b: str = Field(index=True)
+    winner: str  # Winner vocabulary
+    tstamp: float = Field(index=True)  # unix time, seconds
+    anony: bool = True
+    language: str = "unknown"
+    turn: int = 1
+    judge: str = "arena_user"
+    flagged: bool = False
+    flag_word: str | None = None
+    source: str = "arena"  # arena | import
+    session_id: str | None = Field(default=None, index=True)
+    ip: str | None = Field(default=None, index=True)
+    question_id: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

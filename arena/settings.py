@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Vendor and model names that, in an answer, tell a voter which model wrote it.
+DEFAULT_IDENTITY_WORDS: tuple[str, ...] = (
+    "OpenAI", "ChatGPT", "GPT-3", "GPT-3.5", "GPT-4", "LMSYS", "Vicuna", "Anthropic", "Claude",
+    "LLaMA", "Meta AI", "Alpaca", "Stanford", "Koala", "Berkeley", "BELLE", "MOSS", "ChatGLM",
+    "Baize", "Dolly", "Databricks", "SmolLM", "Hugging Face",
+)
 
 
 class Settings(BaseSettings):
@@ -44,6 +52,40 @@ class Settings(BaseSettings):
         description="How long a replica reuses the worker table it read from the database "
         "before routing (0: read it on every request).",
     )
+
+    battle_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Sampling weight per model for anonymous battles (JSON object); a model not "
+        "listed weighs 1.0, a weight of 0 keeps it out of anonymous battles.",
+    )
+    identity_words: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IDENTITY_WORDS),
+        description="Words that reveal a model's identity in an answer (whole word, any case); "
+        "a battle whose answers contain one (or a battling model's name) is flagged and left "
+        "out of the ratings.",
+    )
+    battles_per_minute: int = Field(
+        default=20, ge=1, description="Battles one session id, and one client IP, may start a minute."
+    )
+    votes_per_minute: int = Field(
+        default=20, ge=1, description="Votes one session id, and one client IP, may cast a minute."
+    )
+    moderation_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL whose /moderations endpoint checks battle "
+        "messages before they reach a model; unset: no moderation.",
+    )
+    moderation_api_key: str | None = Field(
+        default=None, description="API key for moderation_url."
+    )
+
+    @field_validator("battle_weights")
+    @classmethod
+    def _finite_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for model, weight in value.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of {model!r} must be a finite number >= 0, got {weight}")
+        return value
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/arena.db``."""
