@@ -96,7 +96,10 @@ class PromptLogprobsRequest:
 class PromptLogprobs:
     """OpenAI completions ``logprobs`` object for the prompt tokens.
 
-    The first token has no context, so its log-probability is ``None`` (as in vLLM and OpenAI).
+    For a prompt given as token ids, the first token has no context, so its log-probability is
+    ``None`` (as in vLLM and OpenAI). For a string prompt, a BOS the tokenizer prepends is context,
+    not a listed token: the first listed token is scored given it. (The worker server always sends
+    token ids, so its answers list what the model read, BOS included.)
     """
 
     tokens: list[str]
