@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,13 +10,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 ADMIN_KEY = "test-admin-key"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -65,6 +69,38 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+class BackgroundServer:
+    """Uvicorn on a free loopback port in a thread with its own event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms a call
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self.server.serve(sockets=[self.sock]),),
+            daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def call(self, coro: Any) -> Any:
+        """Run ``coro`` on the server's loop (where the backend lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+
 def arena_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "arena.cli.main", *args]
 
@@ -103,7 +139,9 @@ def control_plane(tmp_path) -> Iterator[Proc]:
     yield from _control_plane(tmp_path, database_url=None)
 
 
-def _control_plane(tmp_path: Path, *, database_url: str | None) -> Iterator[Proc]:
+def _control_plane(tmp_path: Path, *, database_url: str | None = None,
+                   **env_extra: str) -> Iterator[Proc]:
+    """``arena serve`` in a subprocess; ``env_extra`` adds ``ARENA_*`` settings."""
     port = free_port()
     env = {
         "ARENA_DATA_DIR": str(tmp_path / "data"),
@@ -111,6 +149,7 @@ def _control_plane(tmp_path: Path, *, database_url: str | None) -> Iterator[Proc
         "ARENA_HEARTBEAT_INTERVAL_S": "0.5",
         "ARENA_WORKER_EXPIRY_S": "3",
         "ARENA_ROUTING_CACHE_S": "0.2",
+        **env_extra,
     }
     if database_url:
         env["ARENA_DATABASE_URL"] = database_url

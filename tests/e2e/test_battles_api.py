@@ -14,7 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, Proc, arena_cmd, free_port, register, spawn, wait_for
+from tests.conftest import (
+    ADMIN_KEY,
+    Proc,
+    _control_plane,
+    arena_cmd,
+    free_port,
+    register,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,19 +29,7 @@ NAMES = ("tiny-llama", "tiny-opt")
 
 
 def _serve(tmp_path, **env_extra: str) -> Iterator[Proc]:
-    port = free_port()
-    env = {"ARENA_DATA_DIR": str(tmp_path / "data"), "ARENA_ADMIN_KEY": ADMIN_KEY,
-           "ARENA_HEARTBEAT_INTERVAL_S": "0.5", "ARENA_WORKER_EXPIRY_S": "3",
-           "ARENA_ROUTING_CACHE_S": "0.2", **env_extra}
-    log = tmp_path / "serve.log"
-    proc = spawn(arena_cmd("serve", "--port", str(port), "--log-level", "warning"), log=log, env=env)
-    server = Proc(proc=proc, log=log, url=f"http://127.0.0.1:{port}", extra={"env": env})
-    try:
-        wait_for(lambda: httpx.get(server.url + "/health").status_code == 200,
-                 timeout_s=60, what="arena serve /health", proc=proc)
-        yield server
-    finally:
-        server.stop()
+    yield from _control_plane(tmp_path, **env_extra)
 
 
 @pytest.fixture()

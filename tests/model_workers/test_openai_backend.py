@@ -3,55 +3,24 @@ on loopback. A front worker using the openai backend must answer exactly as the 
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from model_workers.backends import BackendOptions, ModelSpec, create_backend
 from model_workers.backends.openai import OpenAIBackend
 from model_workers.errors import BackendUnavailable, BadRequest
 from model_workers.server import create_app
+from tests.conftest import BackgroundServer
 
 pytestmark = pytest.mark.e2e
 
 UPSTREAM, FRONT = "tiny-llama", "front-llama"
 MESSAGES = [{"role": "user", "content": "Say something."}]
-
-
-class BackgroundServer:
-    """Uvicorn on a free loopback port in a thread with its own event loop."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms a call
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(self.server.serve(sockets=[self.sock]),),
-            daemon=True)
-
-    def __enter__(self) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the worker did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 @pytest.fixture(scope="module")
