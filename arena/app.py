@@ -10,11 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from arena import __version__
-from arena.api import battles, checkpoints, keys, openai, workers
+from arena.api import battles, checkpoints, keys, leaderboard, openai, workers
 from arena.controller import WorkerDirectory
 from arena.db import make_engine
 from arena.errors import ArenaError, RateLimited
 from arena.gateway import Gateway
+from arena.leaderboard import LeaderboardCache
 from arena.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.directory = directory
         app.state.gateway = gateway
+        app.state.leaderboard_cache = LeaderboardCache(ttl_s=settings.leaderboard_cache_s)
         logger.info("control plane up (database %s)", engine.url.render_as_string())
         try:
             yield
@@ -52,16 +54,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(battles.router)
     app.include_router(battles.votes_router)
+    app.include_router(leaderboard.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict:
         return {"status": "ok", "version": __version__}
 
+    if settings.ui:
+        _mount_ui(app)
     app.add_exception_handler(ArenaError, _arena_error)
     app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
+
+
+def _mount_ui(app: FastAPI) -> None:
+    """The Gradio UI at /ui; imported here so that ``import arena`` stays light."""
+    from web.app import mount
+
+    mount(app)
 
 
 def error_body(message: str, *, error_type: str, code: str | None, param: str | None) -> dict:

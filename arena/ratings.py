@@ -30,7 +30,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,21 +41,12 @@ from scipy.special import expit
 from arena.errors import ClientError
 from arena.ratings_plots import plot_heatmap, plot_ratings
 
+if TYPE_CHECKING:
+    from arena.leaderboard import ModelRating, RatingsResult, compute_ratings
+
 __all__ = [
-    "ModelRating",
-    "PairCounts",
-    "RatingFilter",
-    "RatingsResult",
-    "Vote",
-    "aggregate",
-    "as_vote",
-    "bootstrap",
-    "compute_ratings",
-    "fit_bt",
-    "online_elo",
-    "plot_heatmap",
-    "plot_ratings",
-    "ranks",
+    "ModelRating", "PairCounts", "RatingFilter", "RatingsResult", "Vote", "aggregate", "as_vote",
+    "bootstrap", "compute_ratings", "fit_bt", "online_elo", "plot_heatmap", "plot_ratings", "ranks",
     "sandwich_se",
 ]
 
@@ -478,139 +469,20 @@ def online_elo(
     return rating
 
 
-# --- the leaderboard -----------------------------------------------------------------------
-
-
-class ModelRating(BaseModel):
-    """One leaderboard row."""
-
-    model: str
-    rating: float = Field(description="Bradley–Terry maximum likelihood, Elo scale.")
-    ci_low: float = Field(description="Lower end of the 95% interval.")
-    ci_high: float = Field(description="Upper end of the 95% interval.")
-    rank: int = Field(description="1 + number of models whose ci_low exceeds this ci_high.")
-    votes: int
-    wins: int
-    losses: int
-    ties: int
-    win_rate: float = Field(description="(wins + ties / 2) / votes.")
-
-
-class RatingsResult(BaseModel):
-    """Ratings and pair matrices. Matrices are indexed [row][column] in the order of ``models``
-    (best first); a cell is about the row model against the column model, None where undefined
-    (the diagonal, pairs that never met)."""
-
-    models: list[str] = Field(default_factory=list)
-    ratings: list[ModelRating] = Field(default_factory=list)
-    win_fraction: list[list[float | None]] = Field(
-        default_factory=list, description="(row wins + ties / 2) / battles, as the fit counts."
-    )
-    battle_count: list[list[int]] = Field(default_factory=list)
-    predicted_win_rate: list[list[float | None]] = Field(
-        default_factory=list, description="P(row beats column) from the fitted ratings."
-    )
-    votes: int = Field(default=0, description="Votes that passed the filter.")
-    method: Literal["bootstrap", "sandwich"] = "bootstrap"
-    rounds: int = 0
-    seed: int = 0
-    anchor: Anchor | None = None
-    filter: RatingFilter = Field(default_factory=RatingFilter)
-
-
 def ranks(ci_low: np.ndarray, ci_high: np.ndarray) -> np.ndarray:
     """1 + the number of models whose interval lies entirely above each model's."""
     low, high = np.asarray(ci_low), np.asarray(ci_high)
     return 1 + (low[None, :] > high[:, None]).sum(axis=1)
 
 
-def compute_ratings(
-    votes: Iterable[Any],
-    *,
-    filter: RatingFilter | None = None,
-    method: Literal["bootstrap", "sandwich"] = "bootstrap",
-    rounds: int = 1000,
-    seed: int = 0,
-    anchor: Anchor | None = None,
-) -> RatingsResult:
-    """The leaderboard from raw votes: filter, count, fit, intervals, ranks and matrices."""
-    flt = filter or RatingFilter()
-    if method not in ("bootstrap", "sandwich"):
-        raise ClientError(f"unknown method {method!r}; use bootstrap or sandwich", param="method")
-    kept = flt.apply(votes)
-    counts = aggregate(kept)
-    info: dict[str, Any] = {"votes": len(kept), "method": method, "seed": seed, "filter": flt}
-    info |= {"anchor": anchor, "rounds": rounds if method == "bootstrap" else 0}
-    if len(counts.models) < 2:
-        return RatingsResult.model_validate(info)
-    ratings = fit_bt(counts, anchor=anchor)
-    if method == "bootstrap":
-        samples = bootstrap(counts, rounds=rounds, seed=seed, anchor=anchor, start=ratings)
-        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
-    else:
-        se = sandwich_se(counts, ratings, anchor=anchor)
-        low, high = ratings - 1.96 * se, ratings + 1.96 * se
-    rank = ranks(low, high)
-    order = sorted(range(len(ratings)), key=lambda k: (-ratings[k], counts.models[k]))
-    return RatingsResult(
-        models=[counts.models[k] for k in order],
-        ratings=_rows(counts, ratings, low, high, rank, order),
-        **_matrices(counts, ratings, order),
-        **info,
-    )
+# The leaderboard (rows, matrices, `compute_ratings`) lives in `arena.leaderboard`, which imports
+# this module; its names are re-exported lazily so that `from arena.ratings import …` still works.
+_LEADERBOARD_NAMES = frozenset({"ModelRating", "RatingsResult", "compute_ratings"})
 
 
-def _rows(
-    counts: PairCounts, ratings: np.ndarray, low: np.ndarray, high: np.ndarray,
-    rank: np.ndarray, order: list[int],
-) -> list[ModelRating]:  # fmt: skip
-    m = len(counts.models)
+def __getattr__(name: str) -> Any:
+    if name in _LEADERBOARD_NAMES:
+        from arena import leaderboard
 
-    def per_model(at_i: np.ndarray, at_j: np.ndarray) -> np.ndarray:
-        return np.bincount(counts.i, at_i, m) + np.bincount(counts.j, at_j, m)
-
-    wins = per_model(counts.wins_i, counts.wins_j)
-    losses = per_model(counts.wins_j, counts.wins_i)
-    ties = per_model(counts.ties, counts.ties)
-    votes = wins + losses + ties
-    return [
-        ModelRating(
-            model=counts.models[k],
-            rating=ratings[k],
-            ci_low=low[k],
-            ci_high=high[k],
-            rank=int(rank[k]),
-            votes=int(votes[k]),
-            wins=int(wins[k]),
-            losses=int(losses[k]),
-            ties=int(ties[k]),
-            win_rate=(wins[k] + 0.5 * ties[k]) / max(votes[k], 1),
-        )
-        for k in order
-    ]
-
-
-def _matrices(counts: PairCounts, ratings: np.ndarray, order: list[int]) -> dict[str, Any]:
-    m = len(counts.models)
-    battles = np.zeros((m, m), dtype=np.int64)
-    won = np.zeros((m, m))  # row's wins + ties / 2 against column
-    battles[counts.i, counts.j] = battles[counts.j, counts.i] = counts.battles
-    won[counts.i, counts.j] = counts.wins_i + 0.5 * counts.ties
-    won[counts.j, counts.i] = counts.wins_j + 0.5 * counts.ties
-    predicted = 1.0 / (1.0 + BASE ** ((ratings[None, :] - ratings[:, None]) / SCALE))
-    pos = np.array(order)
-    battles, won, predicted = (
-        battles[np.ix_(pos, pos)],
-        won[np.ix_(pos, pos)],
-        predicted[np.ix_(pos, pos)],
-    )
-    return {
-        "battle_count": battles.tolist(),
-        "win_fraction": [
-            [won[r, c] / battles[r, c] if battles[r, c] else None for c in range(m)]
-            for r in range(m)
-        ],
-        "predicted_win_rate": [
-            [None if r == c else float(predicted[r, c]) for c in range(m)] for r in range(m)
-        ],
-    }
+        return getattr(leaderboard, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

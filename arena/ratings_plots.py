@@ -39,7 +39,10 @@ def plot_ratings(result: RatingsResult) -> bytes:
     ax.errorbar(
         x,
         [r.rating for r in rows],
-        yerr=[[r.rating - r.ci_low for r in rows], [r.ci_high - r.rating for r in rows]],
+        # With few votes the point estimate can fall outside its bootstrap interval (the
+        # resampled fits pile up at one side); clip so the bar still spans the interval.
+        yerr=[[max(0.0, r.rating - r.ci_low) for r in rows],
+              [max(0.0, r.ci_high - r.rating) for r in rows]],
         fmt="o",
         capsize=3,
     )

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
         default=None, description="API key for moderation_url."
     )
 
+    leaderboard_rounds: int = Field(
+        default=1000, ge=1, le=10_000,
+        description="Bootstrap rounds of /api/leaderboard when the request names none.",
+    )
+    leaderboard_cache_s: float = Field(
+        default=5.0, ge=0,
+        description="How long a replica reuses a leaderboard fit while the vote table is "
+        "unchanged (the UI polls it; 0: fit on every request).",
+    )
+    ui: bool = Field(
+        default=True, description="Serve the web UI (Gradio) at /ui; false: the API only."
+    )
+
     @field_validator("battle_weights")
     @classmethod
     def _finite_weights(cls, value: dict[str, float]) -> dict[str, float]:

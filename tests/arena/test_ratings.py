@@ -336,3 +336,11 @@ def test_plots_are_png():
     assert plot_heatmap(result, kind="win_fraction").startswith(b"\x89PNG")
     assert plot_heatmap(result, kind="battle_count").startswith(b"\x89PNG")
     assert plot_ratings(compute_ratings([])).startswith(b"\x89PNG")
+
+
+def test_ratings_plot_survives_a_rating_outside_its_interval():
+    from arena.ratings import compute_ratings, plot_ratings
+
+    one_vote = [{"model_a": "x", "model_b": "y", "winner": "model_a", "tstamp": 1.0}]
+    result = compute_ratings(one_vote, rounds=50, seed=0)
+    assert plot_ratings(result).startswith(b"\x89PNG")

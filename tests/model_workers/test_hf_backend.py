@@ -82,7 +82,9 @@ def backend(models):
         key = (tuple((s.name, s.source, s.adapter) for s in specs), max_batch_size)
         if key not in started:
             created = create_backend(
-                "hf", list(specs), BackendOptions(max_batch_size=max_batch_size)
+                "hf", list(specs),
+                # generous: on a loaded machine 8 requests sent together still share a wave
+                BackendOptions(max_batch_size=max_batch_size, batch_wait_ms=50.0),
             )
             asyncio.run(created.start())
             started[key] = created
