@@ -79,7 +79,8 @@ def plot_heatmap(result: RatingsResult, kind: HeatmapKind = "win_fraction") -> b
     ax.set_yticks(ticks, result.models)
     ax.set_xlabel("opponent")
     ax.set_ylabel("model")
-    ax.set_title(kind.replace("_", " ") + " (model against opponent)")
+    ax.set_title(kind.replace("_", " ").capitalize() + "\n(row model against column opponent)",
+                 fontsize="medium")
     if len(result.models) <= 15:  # numbers stay legible
         for (r, c), value in np.ndenumerate(matrix):
             if not np.isnan(value):
