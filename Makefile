@@ -35,6 +35,8 @@ test: venv lint
 bench: venv
 	$(BIN)/python scripts/bench_gateway.py
 	$(BIN)/python scripts/bench_batching.py
+	$(BIN)/python scripts/bench_ratings.py
+	$(BIN)/python scripts/bench_votes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -81,6 +81,7 @@ def run_demo(*, host: str, port: int) -> None:
         _show_answer(url)
         out.print(
             f"\n[bold]Alpaca Arena is running at {url}[/bold]\n"
+            f"  arena UI   {url}/ui/\n"
             f"  API docs   {url}/docs\n  models     {url}/v1/models\n"
             f"  admin key  {admin_key}\n  logs       {data_dir / 'logs'}\n"
             "Try:\n"
