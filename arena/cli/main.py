@@ -25,7 +25,17 @@ app.command("leaderboard")(leaderboard.leaderboard_command)
 out = Console()
 
 
-@app.command()
+def _settings_help() -> str:
+    """Every ARENA_* setting with its description, for ``arena serve --help``."""
+    from arena.settings import Settings
+
+    lines = ["Settings (environment variables):\n\n"]
+    for name, info in Settings.model_fields.items():
+        lines.append(f"ARENA_{name.upper()}: {info.description or ''}\n\n")
+    return "".join(lines)
+
+
+@app.command(epilog=_settings_help())
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
