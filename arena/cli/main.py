@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from arena.cli import checkpoints, keys, leaderboard, templates, votes, workers
+from arena.cli import bench, checkpoints, judge, keys, leaderboard, templates, votes, workers
 
 app = typer.Typer(
     help="Alpaca Arena: serve, compare and evaluate LLaMA-family chat checkpoints.",
@@ -20,6 +20,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(templates.app, name="templates")
 app.add_typer(workers.app, name="workers")
 app.add_typer(votes.app, name="votes")
+app.add_typer(judge.app, name="judge")
+app.add_typer(bench.app, name="bench")
 app.command("worker")(workers.worker_command())
 app.command("leaderboard")(leaderboard.leaderboard_command)
 out = Console()
