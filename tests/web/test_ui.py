@@ -17,14 +17,10 @@ import httpx
 import pytest
 
 from tests.conftest import (
-    ADMIN_KEY,
     ARTIFACTS,
     Proc,
-    arena_cmd,
-    free_port,
+    _control_plane,
     register,
-    spawn,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -40,19 +36,7 @@ SHOTS = ARTIFACTS / "ui"
 def control_plane(tmp_path) -> Iterator[Proc]:
     """Overrides conftest's: random tiny models can emit any word of the default identity list
     ("alpaca", "llama"…), which would flag the battle and keep the vote out of the leaderboard."""
-    port = free_port()
-    env = {"ARENA_DATA_DIR": str(tmp_path / "data"), "ARENA_ADMIN_KEY": ADMIN_KEY,
-           "ARENA_HEARTBEAT_INTERVAL_S": "0.5", "ARENA_WORKER_EXPIRY_S": "3",
-           "ARENA_ROUTING_CACHE_S": "0.2", "ARENA_IDENTITY_WORDS": json.dumps(["Qwxzvk"])}
-    log = tmp_path / "serve.log"
-    proc = spawn(arena_cmd("serve", "--port", str(port), "--log-level", "warning"), log=log, env=env)
-    server = Proc(proc=proc, log=log, url=f"http://127.0.0.1:{port}", extra={"env": env})
-    try:
-        wait_for(lambda: httpx.get(server.url + "/health").status_code == 200,
-                 timeout_s=60, what="arena serve /health", proc=proc)
-        yield server
-    finally:
-        server.stop()
+    yield from _control_plane(tmp_path, ARENA_IDENTITY_WORDS=json.dumps(["Qwxzvk"]))
 
 
 @pytest.fixture()
