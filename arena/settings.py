@@ -92,6 +92,16 @@ class Settings(BaseSettings):
         default=True, description="Serve the web UI (Gradio) at /ui; false: the API only."
     )
 
+    judge_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="OpenAI-compatible base URL of the judge model (ending in /v1); the "
+        "platform's own gateway works too (http://host:port/v1).",
+    )
+    judge_model: str = Field(default="gpt-4", description="The judge's model name.")
+    judge_api_key: str | None = Field(
+        default=None, description="API key for judge_base_url (e.g. an OpenAI key)."
+    )
+
     @field_validator("battle_weights")
     @classmethod
     def _finite_weights(cls, value: dict[str, float]) -> dict[str, float]:
