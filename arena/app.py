@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from arena import __version__
-from arena.api import battles, checkpoints, keys, leaderboard, openai, workers
+from arena.api import battles, checkpoints, jobs, keys, leaderboard, openai, workers
 from arena.controller import WorkerDirectory
 from arena.db import make_engine
 from arena.errors import ArenaError, RateLimited
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(battles.router)
     app.include_router(battles.votes_router)
     app.include_router(leaderboard.router)
+    app.include_router(jobs.router)
 
     @app.get("/health", tags=["health"])
     def health() -> dict:

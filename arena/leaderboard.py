@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from arena import results
 from arena.errors import ClientError, NotFound
 from arena.models import Checkpoint
 from arena.models import Vote as VoteRow
@@ -207,11 +208,14 @@ class LeaderboardRow(BaseModel):
     win_rate: float | None = Field(default=None, description="(wins + ties / 2) / votes.")
     registered: bool = Field(description="False: known only from (imported) votes.")
     parent: str | None = Field(default=None, description="Parent checkpoint in the registry.")
-    # reserved for the judge and benchmark work; None until it fills them in
-    judge_ratio: float | None = Field(default=None, description="Reserved: LLM-judge win ratio.")
-    mmlu: float | None = Field(default=None, description="Reserved: MMLU accuracy.")
-    ceval: float | None = Field(default=None, description="Reserved: C-Eval accuracy.")
-    cmmlu: float | None = Field(default=None, description="Reserved: CMMLU accuracy.")
+    judge_ratio: float | None = Field(
+        default=None, description="LLM-judge score ratio against the reference, in percent "
+        "(100 × Σ own scores / Σ reference scores); None without a finished ratio run.")
+    judge_ci_low: float | None = Field(default=None, description="95% interval of the ratio.")
+    judge_ci_high: float | None = Field(default=None, description="95% interval of the ratio.")
+    mmlu: float | None = Field(default=None, description="MMLU accuracy (micro, 0–1).")
+    ceval: float | None = Field(default=None, description="C-Eval accuracy (micro, 0–1).")
+    cmmlu: float | None = Field(default=None, description="CMMLU accuracy (micro, 0–1).")
 
 
 class LeaderboardMatrices(BaseModel):
@@ -234,6 +238,8 @@ class LeaderboardPublic(BaseModel):
     seed: int
     anchor: Anchor | None = None
     filter: RatingFilter
+    judge_reference: str | None = Field(
+        default=None, description="The checkpoint the judge_ratio column is against.")
 
 
 class LeaderboardCache:
@@ -296,9 +302,11 @@ def leaderboard(
     seed: int = 0,
     anchor: Anchor | None = None,
     cache: LeaderboardCache | None = None,
+    reference: str | None = None,
 ) -> LeaderboardPublic:
     """One row per registered checkpoint and per model found in the votes (see the module
-    docstring). ``cache``: reuse a fit of the same parameters on the same vote table."""
+    docstring). ``cache``: reuse a fit of the same parameters on the same vote table.
+    ``reference``: the judge-ratio column's reference (default: the most judged one)."""
     flt = filter or RatingFilter()
     _check(method=method, rounds=rounds, seed=seed, anchor=anchor)
     if method == "sandwich":
@@ -313,12 +321,29 @@ def leaderboard(
         )
 
     result = cache.get(key, fit) if cache is not None else fit()
+    rows = _board_rows(result, list(session.exec(select(Checkpoint)).all()))
+    reference = reference or results.default_reference(session)
+    _fill_evaluations(session, rows, reference)
     return LeaderboardPublic(
-        rows=_board_rows(result, list(session.exec(select(Checkpoint)).all())),
+        rows=rows,
         models=result.models,
         matrices=LeaderboardMatrices(**result.model_dump(include=_MATRICES)),
+        judge_reference=reference,
         **result.model_dump(include=_ECHOED),
     )
+
+
+def _fill_evaluations(session: Session, rows: list[LeaderboardRow], reference: str | None) -> None:
+    """Benchmark accuracies and judge ratios from finished runs (``arena.results``)."""
+    scores = results.benchmark_scores(session)
+    ratios = results.judge_ratios(session, reference) if reference else {}
+    for row in rows:
+        for suite, score in scores.get(row.model, {}).items():
+            setattr(row, suite, score["accuracy"])
+        ratio = ratios.get(row.model)
+        if ratio is not None:
+            row.judge_ratio, row.judge_ci_low, row.judge_ci_high = (
+                ratio["ratio"], ratio["ci_low"], ratio["ci_high"])
 
 
 def _check(*, method: str, rounds: int, seed: int, anchor: Anchor | None) -> None:

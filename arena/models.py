@@ -253,3 +253,78 @@ class Vote(SQLModel, table=True):
     ip: str | None = Field(default=None, index=True)
     question_id: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# --- jobs (fine-tuning, benchmark and judge runs) ------------------------------------------
+
+JobKind = Literal["finetune", "bench", "judge"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+class Job(SQLModel, table=True):
+    """One unit of work for the job workers. The truth about a job lives here, not in the
+    broker: a running job holds a lease that its worker renews; an expired lease puts it back
+    in the queue (up to ``max_attempts``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # JobKind
+    state: str = Field(default="queued", index=True)  # JobState
+    checkpoint: str | None = Field(default=None, index=True)  # evaluated model / fine-tune base
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    result_path: str | None = None  # full result JSON (benchmark items, judgments) on disk
+    error: str | None = None
+    output_checkpoint: str | None = None  # fine-tune: the registered candidate
+    trigger: str = "api"  # api | policy | cli
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: str | None = None
+    lease_expires: float = 0.0  # unix time, seconds
+    cancel_requested: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobEvent(SQLModel, table=True):
+    """A log line of a job (state changes, warnings, the failure)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    tstamp: float
+    level: str = "info"
+    message: str
+
+
+class JobMetric(SQLModel, table=True):
+    """A training step of a fine-tuning job: the loss curve."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    step: int
+    loss: float
+    learning_rate: float | None = None
+    tokens_per_s: float | None = None
+    tstamp: float
+
+
+class JobPublic(SQLModel):
+    id: int
+    kind: str
+    state: str
+    checkpoint: str | None
+    params: dict[str, Any]
+    progress: dict[str, Any]
+    result: dict[str, Any] | None
+    result_path: str | None
+    error: str | None
+    output_checkpoint: str | None
+    trigger: str
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

@@ -102,6 +102,42 @@ class Settings(BaseSettings):
         default=None, description="API key for judge_base_url (e.g. an OpenAI key)."
     )
 
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker of the job queue; default: an embedded SQLite broker in "
+        "data_dir (no server). Several machines: redis://host:6379/0",
+    )
+    job_lease_s: float = Field(
+        default=30.0, gt=0,
+        description="A running job's worker renews its lease this often x3; a job whose lease "
+        "expired (its worker died) is queued again.",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="Times a job is started before a lost worker fails it."
+    )
+    eval_suites: dict[str, str] = Field(
+        default_factory=dict,
+        description="Evaluation policy: benchmark runs queued for every newly registered "
+        'checkpoint, suite -> data folder or zip (JSON object, e.g. {"mmlu": "/data/mmlu.zip"}).',
+    )
+    eval_limit: int | None = Field(
+        default=None, ge=1, description="Evaluation policy: at most N items per subject."
+    )
+    eval_shots: int = Field(default=5, ge=0, description="Evaluation policy: k-shot.")
+    eval_judge_reference: str | None = Field(
+        default=None,
+        description="Evaluation policy: queue a judge ratio run of every new checkpoint against "
+        "this checkpoint, or 'parent' for its parent; unset: no judge run.",
+    )
+    eval_judge_questions: str = Field(
+        default="demo", description="Evaluation policy: the judge's question file, or 'demo'."
+    )
+    leaderboard_reference: str | None = Field(
+        default=None,
+        description="The checkpoint the leaderboard's judge-ratio column is against; unset: the "
+        "most judged reference.",
+    )
+
     @field_validator("battle_weights")
     @classmethod
     def _finite_weights(cls, value: dict[str, float]) -> dict[str, float]:
@@ -109,6 +145,20 @@ class Settings(BaseSettings):
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"weight of {model!r} must be a finite number >= 0, got {weight}")
         return value
+
+    @field_validator("eval_suites")
+    @classmethod
+    def _known_suites(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"mmlu", "ceval", "cmmlu"})
+        if unknown:
+            raise ValueError(f"unknown suite(s) {unknown}: use mmlu, ceval, cmmlu")
+        return value
+
+    def resolved_broker_url(self) -> str:
+        """The Celery broker URL, defaulting to an embedded SQLite broker in data_dir."""
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/arena.db``."""

@@ -144,6 +144,19 @@ def check_template(name: str | None, facts: ModelFacts) -> str:
     return name
 
 
+def check_template_name(name: str) -> None:
+    """A named template exists ('hf' is checked against the tokenizer at registration)."""
+    from model_workers.conversation import get_template
+    from model_workers.errors import BadRequest
+
+    if name == "hf":
+        return
+    try:
+        get_template(name)
+    except BadRequest as exc:
+        raise ValidationFailed(exc.message, param="template") from exc
+
+
 def check_adapter(adapter: str, *, base_source: str, revision: str | None) -> None:
     """The adapter must be a PEFT LoRA directory whose modules and shapes fit the base."""
     path = Path(adapter).expanduser()

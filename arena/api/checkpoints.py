@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import cast
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Response
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from arena import registry
+from arena import evaluation, registry
 from arena.api.deps import get_session, get_settings, require
 from arena.models import CheckpointCreate, CheckpointPublic, CheckpointUpdate
 from arena.settings import Settings
@@ -26,12 +29,17 @@ def list_checkpoints(session: Session = Depends(get_session, scope="function")) 
 )
 def register_checkpoint(
     data: CheckpointCreate,
+    background: BackgroundTasks,
     session: Session = Depends(get_session, scope="function"),
     settings: Settings = Depends(get_settings),
 ) -> CheckpointPublic:
+    """Validate and store; then (after the commit) queue the evaluation policy's runs."""
     row = registry.register_checkpoint(
         session, data=data, materialize_dir=settings.data_dir / "materialized"
     )
+    if settings.eval_suites or settings.eval_judge_reference:
+        engine = cast(Engine, session.get_bind())
+        background.add_task(evaluation.queue_evaluations, engine, settings, row.name)
     return registry.to_public(session, row)
 
 

@@ -36,6 +36,9 @@ def board_query(
     rounds: int | None = Query(None, description="Bootstrap rounds (default 1000, at most 10000)."),
     seed: int = Query(0, description="Bootstrap seed."),
     anchor: str | None = Query(None, description="MODEL:RATING, e.g. vicuna-7b:1000."),
+    reference: str | None = Query(
+        None, description="Judge-ratio column against this checkpoint (default: "
+        "ARENA_LEADERBOARD_REFERENCE, else the most judged reference)."),
 ) -> dict[str, Any]:
     """The query parameters as `arena.leaderboard.leaderboard` keyword arguments."""
     fields: dict[str, Any] = {"anonymous_only": anonymous_only, "language": language, "min_turns": min_turns,
@@ -54,6 +57,7 @@ def board_query(
         "rounds": settings.leaderboard_rounds if rounds is None else rounds,
         "seed": seed,
         "anchor": None if anchor is None else leaderboard.parse_anchor(anchor),
+        "reference": reference or settings.leaderboard_reference,
     }
 
 

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from arena.cli import bench, checkpoints, judge, keys, leaderboard, templates, votes, workers
+from arena.cli import (
+    bench,
+    checkpoints,
+    jobs,
+    judge,
+    keys,
+    leaderboard,
+    templates,
+    votes,
+    workers,
+)
 
 app = typer.Typer(
     help="Alpaca Arena: serve, compare and evaluate LLaMA-family chat checkpoints.",
@@ -24,6 +34,10 @@ app.add_typer(judge.app, name="judge")
 app.add_typer(bench.app, name="bench")
 app.command("worker")(workers.worker_command())
 app.command("leaderboard")(leaderboard.leaderboard_command)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(jobs.finetune_app, name="finetune")
+app.command("jobs-worker")(jobs.jobs_worker)
+app.command("runs")(jobs.runs_command)
 out = Console()
 
 
