@@ -14,13 +14,14 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import httpx
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model_workers.backends import BACKENDS, BackendOptions, ModelSpec, create_backend
-from model_workers.registration import ControllerClient
+from model_workers.registration import ControllerClient, ControllerError
 from model_workers.server import create_app
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class WorkerConfig(BaseModel):
     upstream_api_key: str | None = Field(None, description="openai: API key for the upstream.")
     upstream_model: str | None = Field(
         None, description="openai: model name at the upstream (default: the checkpoint's source).")
+    adopt_adapters: bool = Field(
+        False, description="hf: also serve LoRA checkpoints of this worker's base as they are "
+        "registered (fine-tuned candidates join the arena without a restart).")
     log_level: LogLevel = Field("info", description="Logging level.")
 
     @field_validator("log_level", mode="before")
@@ -156,6 +160,11 @@ async def serve(config: WorkerConfig, *, stop: asyncio.Event | None = None) -> N
                 heartbeats = asyncio.create_task(controller.stay_registered(
                     registration, address=address, backend=config.backend, models=names,
                     queue_length=backend.queue_length))
+                if config.adopt_adapters:  # names grows in place: the heartbeat reports it
+                    adopting = asyncio.create_task(adopt_adapters(
+                        controller, app.state.worker, names,
+                        interval_s=registration.heartbeat_interval_s))
+                    stack.callback(adopting.cancel)
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -166,6 +175,38 @@ async def serve(config: WorkerConfig, *, stop: asyncio.Event | None = None) -> N
                     await heartbeats
             server.should_exit = True
             await serving
+
+
+async def adopt_adapters(controller: ControllerClient, worker: Any, names: list[str], *,
+                         interval_s: float) -> None:
+    """Poll the registry; serve each new LoRA checkpoint whose base is this worker's base."""
+    base = next((s for s in worker.specs.values() if s.adapter is None), None)
+    if base is None:
+        base = next(iter(worker.specs.values()))
+    refused: set[str] = set()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            entries = await controller.list_checkpoints()
+        except (httpx.HTTPError, ControllerError) as exc:
+            logger.warning("adopting adapters: %s", exc)
+            continue
+        for entry in entries:
+            name = str(entry.get("name"))
+            if (not entry.get("adapter") or name in worker.specs or name in refused
+                    or entry.get("materialized_path") or entry.get("gguf_file")
+                    or entry.get("source") != base.source
+                    or entry.get("revision") != base.revision):
+                continue
+            try:
+                spec = await controller.fetch_checkpoint(name)
+                await worker.adopt(spec)
+            except Exception as exc:  # one bad adapter must not stop the worker or the loop
+                logger.warning("cannot serve %s here: %s", name, exc)
+                refused.add(name)
+                continue
+            names.append(name)
+            logger.info("now serving %s (adapter %s)", name, spec.adapter)
 
 
 class _Server(uvicorn.Server):

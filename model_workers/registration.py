@@ -87,6 +87,17 @@ class ControllerClient:
                 f"the controller's entry for checkpoint {name} lacks {exc.args[0]!r}: {entry}"
             ) from exc
 
+    async def list_checkpoints(self) -> list[dict[str, Any]]:
+        """Every registry entry (``GET /api/checkpoints``)."""
+        response = await self._call("GET", "/api/checkpoints")
+        if response.status_code >= 400:
+            raise ControllerError(f"listing checkpoints: controller {self.url} answered "
+                                  f"{response.status_code}: {_detail(response)}")
+        body = response.json()
+        if not isinstance(body, list):
+            raise ControllerError(f"listing checkpoints: controller {self.url} answered {body!r}")
+        return body
+
     async def register(self, *, address: str, backend: str, models: list[str],
                        queue_length: int = 0) -> Registration:
         response = await self._call("POST", "/api/workers", json={

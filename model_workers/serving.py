@@ -104,6 +104,18 @@ class Worker:
         self._tokenizers: dict[tuple[str, str | None, str | None], Any] = {}
         self._tokenizer_lock = asyncio.Lock()
 
+    async def adopt(self, spec: ModelSpec) -> None:
+        """Start serving ``spec`` (a LoRA adapter on this worker's base) while running."""
+        add = getattr(self.backend, "add_adapter", None)
+        if add is None:
+            raise BadRequest(f"the {self.backend_name} backend cannot add models while running")
+        template = (None if self.backend.renders_chat or spec.template == "hf"
+                    else conversation.get_template(spec.template))
+        await add(spec)
+        if template is not None:
+            self._templates[spec.name] = template
+        self.specs[spec.name] = spec
+
     # -- shared pieces --------------------------------------------------------------------
 
     def spec(self, name: str) -> ModelSpec:

@@ -164,6 +164,36 @@ class HFBackend:
             model = self._peft.get_base_model()
         self.model = model
 
+    async def add_adapter(self, spec: ModelSpec) -> None:
+        """Serve one more LoRA adapter on the loaded base (``arena worker --adopt-adapters``).
+        Loaded on the scheduler thread between batch steps; the active adapter is unchanged."""
+        if spec.name in self.specs:
+            raise BadRequest(f"model {spec.name!r} is already served here", param="model")
+        if spec.adapter is None or _base_of(spec) != _base_of(next(iter(self.specs.values()))):
+            raise BadRequest(f"{spec.name!r} is not a LoRA adapter of this worker's base",
+                             param="model")
+
+        def load() -> None:
+            from peft import PeftModel
+
+            path = str(spec.adapter)
+            if self._peft is None:
+                # wraps the loaded base in place: the runner's model gains LoRA layers, which
+                # stay off (the base keeps answering) until the adapter is activated
+                self._peft = PeftModel.from_pretrained(self.model, path, adapter_name=spec.name)
+                self._peft.to(self.model.device).eval()
+                self._peft.base_model.disable_adapter_layers()
+                self._active_adapter = None
+            else:
+                active = self._active_adapter
+                self._peft.load_adapter(path, adapter_name=spec.name)
+                self._peft.to(self.model.device).eval()
+                if active is not None:
+                    self._peft.set_adapter(active)
+
+        await self._on_scheduler(load)
+        self.specs[spec.name] = spec
+
     async def close(self) -> None:
         if self.scheduler is not None:
             await asyncio.to_thread(self.scheduler.stop)
