@@ -87,9 +87,42 @@ def list_(url: Url = None, as_json: AsJson = False) -> None:
 
 
 @app.command()
-def show(name: str, url: Url = None) -> None:
-    """Show one checkpoint as JSON."""
-    out.print_json(data=call("GET", _client(url, None)[0], f"/api/checkpoints/{name}"))
+def show(name: str, url: Url = None, as_json: AsJson = False) -> None:
+    """Show one checkpoint: its fields, its lineage (base → … → it, and its children) and,
+    for a fine-tuned candidate, how it was trained."""
+    base = _client(url, None)[0]
+    row = call("GET", base, f"/api/checkpoints/{name}")
+    if as_json:
+        out.print_json(data=row)
+        return
+    rows = {r["name"]: r for r in call("GET", base, "/api/checkpoints")}
+    chain, seen = [row["name"]], {row["name"]}
+    while (parent := rows.get(chain[0], {}).get("parent")) and parent not in seen:
+        chain.insert(0, parent)
+        seen.add(parent)
+    children = sorted(r["name"] for r in rows.values() if r["parent"] == row["name"])
+    table = Table(show_header=False, title=row["name"])
+    for key in ("source", "adapter", "revision", "gguf_file", "materialized_path",
+                "architecture", "model_type", "context_length", "template", "status",
+                "created_at"):
+        if row.get(key) is not None:
+            table.add_row(key, str(row[key]))
+    table.add_row("lineage", " → ".join(chain))
+    if children:
+        table.add_row("children", ", ".join(children))
+    facts = (row.get("meta") or {}).get("finetune")
+    if facts:
+        hp = facts.get("hyperparameters") or {}
+        table.add_row("fine-tuned", f"{facts.get('method')} ({facts.get('mode')}) by job "
+                                    f"{row['meta'].get('job_id')}, {facts.get('steps')} steps, "
+                                    f"final loss {facts.get('final_loss')}")
+        table.add_row("data", f"{facts.get('data')} (sha256 {str(facts.get('data_fingerprint'))[:16]}…)")
+        table.add_row("hyper-parameters", ", ".join(f"{k}={v}" for k, v in hp.items()
+                                                    if v is not None))
+    other = {k: v for k, v in (row.get("meta") or {}).items() if k not in ("finetune", "job_id")}
+    if other:
+        table.add_row("meta", ", ".join(f"{k}={v}" for k, v in other.items()))
+    out.print(table)
 
 
 @app.command()
