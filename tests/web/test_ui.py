@@ -11,25 +11,17 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import (
-    ARTIFACTS,
-    Proc,
-    _control_plane,
-    register,
-)
+from tests.conftest import Proc, _control_plane, register
+from tests.web.conftest import SHOTS
+from tests.web.conftest import cell as _cell
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NAMES = ("tiny-llama", "tiny-opt")
-SHOTS = ARTIFACTS / "ui"
 
 
 @pytest.fixture()
@@ -37,25 +29,6 @@ def control_plane(tmp_path) -> Iterator[Proc]:
     """Overrides conftest's: random tiny models can emit any word of the default identity list
     ("alpaca", "llama"…), which would flag the battle and keep the vote out of the leaderboard."""
     yield from _control_plane(tmp_path, ARENA_IDENTITY_WORDS=json.dumps(["Qwxzvk"]))
-
-
-@pytest.fixture()
-def browser_page(tmp_path):
-    """A page in a fresh headless chromium profile (skips without chromium or playwright)."""
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            context.close()
 
 
 def _bot_text(page, elem_id: str) -> str:
@@ -161,7 +134,3 @@ def test_battle_vote_reveal_and_leaderboard_in_a_browser(control_plane, start_wo
     page.screenshot(path=SHOTS / "07-chat.png", full_page=True)
     assert time.monotonic() - started < 90
 
-
-def _cell(table, row: int, column: int) -> str:
-    cell = table.get_by_test_id(f"cell-{row}-{column}").locator("visible=true").first
-    return cell.inner_text().strip()
