@@ -324,6 +324,7 @@ class JobPublic(SQLModel):
     trigger: str
     attempts: int
     max_attempts: int
+    lease_owner: str | None = None  # host:pid:id of the job worker running it
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None
