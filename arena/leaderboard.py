@@ -270,8 +270,14 @@ class LeaderboardCache:
 
 
 def tally_votes(session: Session, *, filter: RatingFilter) -> tuple[PairCounts, int]:
-    """The votes passing ``filter``, counted per pair by SQL ``GROUP BY``, and their number.
-    The language test (case-insensitive, Unicode casefold) runs on the groups in Python."""
+    """The votes passing ``filter``, counted per pair by SQL ``GROUP BY``, and their number."""
+    tally = vote_tally(session, filter=filter)
+    return PairCounts.from_tally(tally), sum(tally.values())
+
+
+def vote_tally(session: Session, *, filter: RatingFilter) -> Counter[tuple[str, str, str]]:
+    """``(model_a, model_b, winner) -> votes`` passing ``filter``, by SQL ``GROUP BY``. The
+    language test (case-insensitive, Unicode casefold) runs on the groups in Python."""
     keys: list[Any] = [col(VoteRow.model_a), col(VoteRow.model_b), col(VoteRow.winner)]
     if filter.language is not None:
         keys.append(col(VoteRow.language))
@@ -290,7 +296,21 @@ def tally_votes(session: Session, *, filter: RatingFilter) -> tuple[PairCounts, 
     for group in groups:
         if lang is None or (group[3] or "").casefold() == lang:
             tally[group[0], group[1], group[2]] += group[-1]
-    return PairCounts.from_tally(tally), sum(tally.values())
+    return tally
+
+
+def human_evaluation(session: Session, *, filter: RatingFilter | None = None,
+                     reference: str | None = None) -> list[dict[str, Any]]:
+    """LLMZoo's human evaluation from the arena's votes: win/tie/lose per model pair
+    (``evaluators.human``), from the reference's opponents' side when one is given."""
+    from dataclasses import asdict
+    from itertools import chain, repeat
+
+    from evaluators.human import human_pairs
+
+    tally = vote_tally(session, filter=filter or RatingFilter())
+    votes = chain.from_iterable(repeat(key, n) for key, n in tally.items())
+    return [asdict(pair) for pair in human_pairs(votes, reference=reference)]
 
 
 def leaderboard(

@@ -93,6 +93,19 @@ def show_leaderboard(
     return leaderboard.leaderboard(session, cache=cache, **query)
 
 
+@router.get("/human")
+def human_evaluation(
+    query: dict[str, Any] = Depends(board_query),
+    reference: str | None = Query(None, description="Only pairs with this model, from its "
+                                  "opponents' side (as LLMZoo reports every model against "
+                                  "ChatGPT)."),
+    session: Session = Depends(get_session, scope="function"),
+) -> dict[str, Any]:
+    """Win / tie / lose counts per model pair from the votes (the same filter as the board)."""
+    pairs = leaderboard.human_evaluation(session, filter=query["filter"], reference=reference)
+    return {"pairs": pairs, "reference": reference}
+
+
 @router.get(
     "/plots/{kind}.png",
     response_class=Response,

@@ -144,3 +144,23 @@ def test_cli_formats_and_plots(arena, tmp_path):
 
     bad = cli(arena, "--anchor", "nobody:1000")
     assert bad.returncode == 1 and "anchor" in bad.stderr
+
+
+def test_human_evaluation_in_llmzoo_form(arena):
+    pairs = get(arena, "/api/leaderboard/human").json()["pairs"]
+    by_pair = {(p["model_a"], p["model_b"]): p for p in pairs}
+    # anonymous votes only (the default filter), alphabetically first model's side
+    chatgpt = by_pair["chatgpt-3.5", "vicuna-7b"]
+    assert (chatgpt["wins"], chatgpt["losses"], chatgpt["ties"], chatgpt["n"]) == (12, 3, 2, 17)
+    assert by_pair["alpaca-13b", "vicuna-7b"]["wins"] == 4
+    assert by_pair["alpaca-13b", "vicuna-7b"]["losses"] == 10
+    against = get(arena, "/api/leaderboard/human", reference="chatgpt-3.5").json()["pairs"]
+    assert {(p["model_a"], p["model_b"]) for p in against} == {
+        ("vicuna-7b", "chatgpt-3.5"), ("alpaca-13b", "chatgpt-3.5")}
+    vicuna = next(p for p in against if p["model_a"] == "vicuna-7b")
+    assert (vicuna["wins"], vicuna["ties"], vicuna["losses"]) == (3, 2, 12)
+    assert vicuna["beat_rate"] == pytest.approx(3 / 15)
+    everything = get(arena, "/api/leaderboard/human", anonymous_only="false",
+                     reference="chatgpt-3.5").json()["pairs"]
+    alpaca = next(p for p in everything if p["model_a"] == "alpaca-13b")
+    assert alpaca["n"] == 15 + 2
