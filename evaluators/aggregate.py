@@ -1,11 +1,16 @@
 """From parsed judgments to numbers: score ratio with a bootstrap interval, pairwise win rates,
-single-answer means. Pure functions over small records; no I/O."""
+single-answer means. Pure functions over small records; no I/O.
+
+Each record is one judged question turn. ``overall`` and ``by_category`` pool every turn;
+``by_turn`` (turn number → statistics, MT-bench's "turn 1 / turn 2") is filled only when some
+record is a later turn, i.e. the question set has multi-turn questions."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -20,6 +25,7 @@ class ScorePair:
     category: str
     score_a: float
     score_b: float
+    turn: int = 1
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,46 @@ class RatioStats:
 
 @dataclass(frozen=True)
 class RatioResult:
+    """``unparseable``: judgments left out; ``missing``: question turns lacking an answer."""
+
     overall: RatioStats
     by_category: dict[str, RatioStats]
     unparseable: int = 0
     missing: int = 0
+    by_turn: dict[int, RatioStats] = field(default_factory=dict)
+
+
+class _Turned(Protocol):
+    @property
+    def turn(self) -> int: ...
+
+    @property
+    def category(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Turned)
+S = TypeVar("S")
+K = TypeVar("K", str, int)
+
+
+def _grouped(records: Sequence[R], by: Callable[[R], K],
+             stats: Callable[[Sequence[R]], S]) -> dict[K, S]:
+    groups: dict[K, list[R]] = defaultdict(list)
+    for record in records:
+        groups[by(record)].append(record)
+    return {k: stats(groups[k]) for k in sorted(groups)}
+
+
+def by_category(records: Sequence[R], stats: Callable[[Sequence[R]], S]) -> dict[str, S]:
+    """``stats`` over the records of each category, categories sorted."""
+    return _grouped(records, lambda r: r.category, stats)
+
+
+def by_turn(records: Sequence[R], stats: Callable[[Sequence[R]], S]) -> dict[int, S]:
+    """``stats`` over the records of each turn; empty when every record is a first turn."""
+    if all(r.turn == 1 for r in records):
+        return {}
+    return _grouped(records, lambda r: r.turn, stats)
 
 
 def swap_average(first: tuple[float, float], second: tuple[float, float]) -> tuple[float, float]:
@@ -76,15 +118,12 @@ def ratio_stats(pairs: Sequence[ScorePair], *, n_boot: int = 1000, seed: int = 0
 
 def ratio_result(pairs: Sequence[ScorePair], *, unparseable: int = 0, missing: int = 0,
                  n_boot: int = 1000, seed: int = 0) -> RatioResult:
-    """Overall and per-category ratio statistics."""
-    groups: dict[str, list[ScorePair]] = defaultdict(list)
-    for pair in pairs:
-        groups[pair.category].append(pair)
-    return RatioResult(
-        overall=ratio_stats(pairs, n_boot=n_boot, seed=seed),
-        by_category={c: ratio_stats(g, n_boot=n_boot, seed=seed)
-                     for c, g in sorted(groups.items())},
-        unparseable=unparseable, missing=missing)
+    """Overall, per-category and (for multi-turn sets) per-turn ratio statistics."""
+    def stats(group: Sequence[ScorePair]) -> RatioStats:
+        return ratio_stats(group, n_boot=n_boot, seed=seed)
+
+    return RatioResult(overall=stats(pairs), by_category=by_category(pairs, stats),
+                       unparseable=unparseable, missing=missing, by_turn=by_turn(pairs, stats))
 
 
 # Pairwise ---------------------------------------------------------------------------------
@@ -97,6 +136,7 @@ class VerdictPair:
     category: str
     ab: Verdict
     ba: Verdict | None = None
+    turn: int = 1
 
 
 def winner(pair: VerdictPair) -> Verdict:
@@ -127,6 +167,7 @@ class PairwiseResult:
     by_category: dict[str, PairwiseStats]
     unparseable: int = 0
     missing: int = 0
+    by_turn: dict[int, PairwiseStats] = field(default_factory=dict)
 
 
 def pairwise_stats(pairs: Sequence[VerdictPair]) -> PairwiseStats:
@@ -144,12 +185,10 @@ def pairwise_stats(pairs: Sequence[VerdictPair]) -> PairwiseStats:
 
 def pairwise_result(pairs: Sequence[VerdictPair], *, unparseable: int = 0,
                     missing: int = 0) -> PairwiseResult:
-    groups: dict[str, list[VerdictPair]] = defaultdict(list)
-    for pair in pairs:
-        groups[pair.category].append(pair)
     return PairwiseResult(overall=pairwise_stats(pairs),
-                          by_category={c: pairwise_stats(g) for c, g in sorted(groups.items())},
-                          unparseable=unparseable, missing=missing)
+                          by_category=by_category(pairs, pairwise_stats),
+                          unparseable=unparseable, missing=missing,
+                          by_turn=by_turn(pairs, pairwise_stats))
 
 
 # Single-answer grading --------------------------------------------------------------------
@@ -160,29 +199,36 @@ class Rating:
     category: str
     model: str
     rating: float
+    turn: int = 1
 
 
 @dataclass(frozen=True)
 class SingleResult:
-    """Mean rating per model, and per model and category; unparseable counts per model."""
+    """Mean rating per model, per model and category, and (multi-turn sets) per model and
+    turn; unparseable counts per model."""
 
     mean: dict[str, float]
     by_category: dict[str, dict[str, float]]
     count: dict[str, int]
     unparseable: dict[str, int] = field(default_factory=dict)
     missing: int = 0
+    by_turn: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def single_result(ratings: Sequence[Rating], *, unparseable: dict[str, int] | None = None,
                   missing: int = 0) -> SingleResult:
-    per_model: dict[str, list[float]] = defaultdict(list)
-    per_cat: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    per_model: dict[str, list[Rating]] = defaultdict(list)
     for r in ratings:
-        per_model[r.model].append(r.rating)
-        per_cat[r.model][r.category].append(r.rating)
+        per_model[r.model].append(r)
+
+    def mean(group: Sequence[Rating]) -> float:
+        return float(np.mean([r.rating for r in group]))
+
+    models = sorted(per_model.items())
+    multi_turn = any(r.turn != 1 for r in ratings)
     return SingleResult(
-        mean={m: float(np.mean(v)) for m, v in sorted(per_model.items())},
-        by_category={m: {c: float(np.mean(v)) for c, v in sorted(cats.items())}
-                     for m, cats in sorted(per_cat.items())},
-        count={m: len(v) for m, v in sorted(per_model.items())},
-        unparseable=dict(unparseable or {}), missing=missing)
+        mean={m: mean(g) for m, g in models},
+        by_category={m: by_category(g, mean) for m, g in models},
+        count={m: len(g) for m, g in models},
+        unparseable=dict(unparseable or {}), missing=missing,
+        by_turn={m: _grouped(g, lambda r: r.turn, mean) for m, g in models} if multi_turn else {})

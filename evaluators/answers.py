@@ -26,13 +26,14 @@ class Answer:
     turns: tuple[str, ...] = ()
 
 
-def read_answers(path: str | Path, *, model: str | None = None) -> list[Answer]:
-    """Read an answer file. ``model`` names the model when the lines lack ``model_id``
-    (or overrides it)."""
+def read_answers(path: str | Path, *, model: str | None = None,
+                 default_model: str | None = None) -> list[Answer]:
+    """Read an answer file. ``model`` names the model (overriding ``model_id``);
+    ``default_model`` names it only on lines that lack ``model_id``."""
     answers: list[Answer] = []
     for line, record in read_records(path):
         qid = str(require(record, path, line, "question_id", "id"))
-        name = model or record.get("model_id") or record.get("model")
+        name = model or record.get("model_id") or record.get("model") or default_model
         if not name:
             raise InputFileError(str(path), line, "missing field 'model_id' (or pass model=)")
         if "choices" in record:
@@ -51,10 +52,15 @@ def read_answers(path: str | Path, *, model: str | None = None) -> list[Answer]:
 
 
 def by_question(answers: Iterable[Answer]) -> dict[str, str]:
-    """``question_id -> text``; a question answered twice is an error (which one to judge?)."""
-    table: dict[str, str] = {}
+    """``question_id -> text`` (the first turn); a question answered twice is an error."""
+    return {qid: turns[0] for qid, turns in turns_by_question(answers).items()}
+
+
+def turns_by_question(answers: Iterable[Answer]) -> dict[str, tuple[str, ...]]:
+    """``question_id -> turns``; a question answered twice is an error (which one to judge?)."""
+    table: dict[str, tuple[str, ...]] = {}
     for answer in answers:
         if answer.question_id in table:
             raise ValueError(f"question {answer.question_id!r} answered twice by {answer.model}")
-        table[answer.question_id] = answer.text
+        table[answer.question_id] = answer.turns or (answer.text,)
     return table

@@ -1,6 +1,13 @@
 """Run a judging protocol: cached judgments first, the rest judged and stored one by one as
 they complete, then aggregated. A finished run re-run makes zero judge calls; an interrupted
-one resumes with only the missing calls."""
+one resumes with only the missing calls.
+
+Multi-turn (MT-bench) questions are judged per turn: turn 1 like a single-turn question, turn
+2 with each assistant's whole conversation, judging its answer to the second question (all
+three protocols). Multi-turn questions in ``prompts.REFERENCE_CATEGORIES`` show their reference
+answers; single-turn questions are judged without one, as they always were. A turn is judged
+when every side answered it; the others count as ``missing``.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +21,47 @@ from evaluators.protocols import Judge, JudgeReply, Messages
 from evaluators.questions import Question
 from evaluators.store import JudgmentStore, StoredJudgment, judgment_key
 
+Answer = str | Sequence[str]        # one text, or one per turn (MT-bench answer files)
+AnswerTable = Mapping[str, Answer]  # question id → answer
+
+
+def as_turns(answer: Answer) -> tuple[str, ...]:
+    """An answer as its turns: a plain text is a one-turn answer."""
+    return (answer,) if isinstance(answer, str) else tuple(answer)
+
+
+def reference_for(question: Question, turn: int) -> tuple[str, ...] | None:
+    """The reference answers the judge sees for turns 1..``turn``: only for multi-turn
+    questions in a reference category that carry one per turn."""
+    ref = question.reference
+    if (len(question.turns) < 2 or ref is None or len(ref) < turn
+            or question.category.lower() not in prompts.REFERENCE_CATEGORIES):
+        return None
+    return ref[:turn]
+
 
 @dataclass(frozen=True)
 class _Task:
     key: str
     kind: str
     question: Question
+    turn: int
     order: str
     messages: Messages
 
 
-def _task(judge: Judge, kind: str, question: Question, answers: Sequence[str], order: str,
-          messages: Messages) -> _Task:
+def _task(judge: Judge, kind: prompts.Kind, question: Question, turn: int,
+          sides: Sequence[tuple[str, ...]], order: str) -> _Task:
+    """Judge ``sides`` (each side's answer turns, in prompt order) on ``question``'s ``turn``."""
+    reference = reference_for(question, turn)
+    shown = [side[:turn] for side in sides]
     key = judgment_key(judge_model=judge.model, prompt_version=prompts.PROMPT_VERSION,
                        kind=kind, question_id=question.id, question_text=question.turns,
-                       answers=answers, order=order)
-    return _Task(key=key, kind=kind, question=question, order=order, messages=messages)
+                       answers=[side[0] for side in shown] if turn == 1 else shown,
+                       order=order, turn=turn, reference=reference)
+    messages = prompts.judge_messages(kind, question.turns[:turn], shown, reference)
+    return _Task(key=key, kind=kind, question=question, turn=turn, order=order,
+                 messages=messages)
 
 
 async def _judge_all(judge: Judge, store: JudgmentStore, tasks: Sequence[_Task],
@@ -47,7 +79,7 @@ async def _judge_all(judge: Judge, store: JudgmentStore, tasks: Sequence[_Task],
         judgment = StoredJudgment(
             key=task.key, kind=task.kind, judge_model=judge.model,
             prompt_version=prompts.PROMPT_VERSION, question_id=task.question.id,
-            order=task.order, raw_text=reply.text,
+            order=task.order, turn=task.turn, raw_text=reply.text,
             parsed=list(parsed) if isinstance(parsed, tuple) else parsed,
             prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
             cost_usd=reply.cost_usd)
@@ -61,30 +93,42 @@ async def _judge_all(judge: Judge, store: JudgmentStore, tasks: Sequence[_Task],
     return done
 
 
-def _answered(questions: Sequence[Question], *tables: Mapping[str, str]
-              ) -> tuple[list[Question], int]:
-    kept = [q for q in questions if all(q.id in t for t in tables)]
-    return kept, len(questions) - len(kept)
+def _plan(questions: Sequence[Question], *tables: Mapping[str, tuple[str, ...]]
+          ) -> tuple[list[tuple[Question, int]], int]:
+    """The ``(question, turn)`` pairs every table answered, and how many question turns were
+    left out for lack of an answer."""
+    items: list[tuple[Question, int]] = []
+    missing = 0
+    for q in questions:
+        answered = min(len(t[q.id]) if q.id in t else 0 for t in tables)
+        judged = min(len(q.turns), answered)
+        items.extend((q, turn) for turn in range(1, judged + 1))
+        missing += len(q.turns) - judged
+    return items, missing
+
+
+def _table(answers: AnswerTable) -> dict[str, tuple[str, ...]]:
+    return {qid: as_turns(a) for qid, a in answers.items()}
 
 
 async def run_ratio(*, judge: Judge, store: JudgmentStore, questions: Sequence[Question],
-                    answers_a: Mapping[str, str], answers_b: Mapping[str, str],
+                    answers_a: AnswerTable, answers_b: AnswerTable,
                     swap: bool = False, n_boot: int = 1000, seed: int = 0,
                     ) -> aggregate.RatioResult:
-    """Score ratio of model A over model B (``answers_*``: question id → answer text).
+    """Score ratio of model A over model B (``answers_*``: question id → answer text, or its
+    turns). Every answered turn is a scored item (``by_turn`` splits them).
 
-    With ``swap`` each question is judged in both orders and the scores averaged. A question
-    with an unparseable judgment (in either order) is left out; ``unparseable`` counts those
-    judgments, ``missing`` the questions lacking an answer.
+    With ``swap`` each item is judged in both orders and the scores averaged. An item with an
+    unparseable judgment (in either order) is left out; ``unparseable`` counts those
+    judgments, ``missing`` the question turns lacking an answer.
     """
-    kept, missing = _answered(questions, answers_a, answers_b)
+    table_a, table_b = _table(answers_a), _table(answers_b)
+    items, missing = _plan(questions, table_a, table_b)
     tasks: list[tuple[_Task, _Task | None]] = []
-    for q in kept:
-        a, b = answers_a[q.id], answers_b[q.id]
-        ab = _task(judge, "ratio", q, (a, b), "AB", prompts.ratio_messages(q.text, a, b))
-        ba = (_task(judge, "ratio", q, (b, a), "BA", prompts.ratio_messages(q.text, b, a))
-              if swap else None)
-        tasks.append((ab, ba))
+    for q, turn in items:
+        a, b = table_a[q.id], table_b[q.id]
+        tasks.append((_task(judge, "ratio", q, turn, (a, b), "AB"),
+                      _task(judge, "ratio", q, turn, (b, a), "BA") if swap else None))
     flat = [t for pair in tasks for t in pair if t is not None]
     done = await _judge_all(judge, store, flat, parsing.parse_pair_scores)
     pairs, unparseable = [], 0
@@ -97,7 +141,8 @@ async def run_ratio(*, judge: Judge, store: JudgmentStore, questions: Sequence[Q
             continue
         a_score, b_score = (swap_average(first, second) if second is not None
                             else (first[0], first[1]))
-        pairs.append(aggregate.ScorePair(ab.question.id, ab.question.category, a_score, b_score))
+        pairs.append(aggregate.ScorePair(ab.question.id, ab.question.category, a_score, b_score,
+                                         turn=ab.turn))
     return aggregate.ratio_result(pairs, unparseable=unparseable, missing=missing,
                                   n_boot=n_boot, seed=seed)
 
@@ -107,16 +152,16 @@ def swap_average(first: Sequence[float], second: Sequence[float]) -> tuple[float
 
 
 async def run_pairwise(*, judge: Judge, store: JudgmentStore, questions: Sequence[Question],
-                       answers_a: Mapping[str, str], answers_b: Mapping[str, str],
+                       answers_a: AnswerTable, answers_b: AnswerTable,
                        ) -> aggregate.PairwiseResult:
     """MT-bench style pairwise verdicts, judged in both orders; disagreeing orders are a tie."""
-    kept, missing = _answered(questions, answers_a, answers_b)
+    table_a, table_b = _table(answers_a), _table(answers_b)
+    items, missing = _plan(questions, table_a, table_b)
     tasks = []
-    for q in kept:
-        a, b = answers_a[q.id], answers_b[q.id]
-        tasks.append((
-            _task(judge, "pairwise", q, (a, b), "AB", prompts.pairwise_messages(q.text, a, b)),
-            _task(judge, "pairwise", q, (b, a), "BA", prompts.pairwise_messages(q.text, b, a))))
+    for q, turn in items:
+        a, b = table_a[q.id], table_b[q.id]
+        tasks.append((_task(judge, "pairwise", q, turn, (a, b), "AB"),
+                      _task(judge, "pairwise", q, turn, (b, a), "BA")))
     done = await _judge_all(judge, store, [t for pair in tasks for t in pair],
                             parsing.parse_verdict)
     verdicts, unparseable = [], 0
@@ -126,22 +171,21 @@ async def run_pairwise(*, judge: Judge, store: JudgmentStore, questions: Sequenc
             unparseable += (first is None) + (second is None)
             continue
         verdicts.append(aggregate.VerdictPair(ab.question.id, ab.question.category,
-                                              first, second))
+                                              first, second, turn=ab.turn))
     return aggregate.pairwise_result(verdicts, unparseable=unparseable, missing=missing)
 
 
 async def run_single(*, judge: Judge, store: JudgmentStore, questions: Sequence[Question],
-                     answers: Mapping[str, Mapping[str, str]]) -> aggregate.SingleResult:
-    """Single-answer grading; ``answers``: model → question id → answer text."""
+                     answers: Mapping[str, AnswerTable]) -> aggregate.SingleResult:
+    """Single-answer grading; ``answers``: model → question id → answer text (or turns)."""
     tasks: list[tuple[str, _Task]] = []
     missing = 0
-    for model, table in answers.items():
-        for q in questions:
-            if q.id not in table:
-                missing += 1
-                continue
-            tasks.append((model, _task(judge, "single", q, (table[q.id],), "A",
-                                       prompts.single_messages(q.text, table[q.id]))))
+    for model, answer_table in answers.items():
+        table = _table(answer_table)
+        items, left_out = _plan(questions, table)
+        missing += left_out
+        tasks.extend((model, _task(judge, "single", q, turn, (table[q.id],), "A"))
+                     for q, turn in items)
     done = await _judge_all(judge, store, [t for _, t in tasks], parsing.parse_rating)
     ratings, unparseable = [], dict.fromkeys(answers, 0)
     for model, task in tasks:
@@ -149,5 +193,6 @@ async def run_single(*, judge: Judge, store: JudgmentStore, questions: Sequence[
         if value is None:
             unparseable[model] += 1
             continue
-        ratings.append(aggregate.Rating(task.question.id, task.question.category, model, value))
+        ratings.append(aggregate.Rating(task.question.id, task.question.category, model, value,
+                                        turn=task.turn))
     return aggregate.single_result(ratings, unparseable=unparseable, missing=missing)

@@ -1,6 +1,6 @@
 """The judgment cache: one SQLite file; every judgment with its raw text, keyed by the sha256
-of (judge model, prompt version, kind, question id + text, the answers in prompt order,
-order)."""
+of (judge model, prompt version, kind, question id + text, the answers in prompt order, order,
+and for a later turn or a reference-guided prompt: the turn and the reference)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS judgment (
     prompt_version TEXT NOT NULL,
     question_id TEXT NOT NULL,
     order_label TEXT NOT NULL,
+    turn INTEGER NOT NULL DEFAULT 1,  -- the user turn judged (MT-bench questions have two)
     raw_text TEXT NOT NULL,
     parsed TEXT,               -- JSON; NULL when the reply was unparseable
     prompt_tokens INTEGER NOT NULL,
@@ -43,13 +44,21 @@ class StoredJudgment:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    turn: int = 1
 
 
 def judgment_key(*, judge_model: str, prompt_version: str, kind: str, question_id: str,
-                 question_text: Sequence[str], answers: Sequence[str], order: str) -> str:
-    """sha256 over everything that decides what the judge saw."""
-    payload = json.dumps([judge_model, prompt_version, kind, question_id, list(question_text),
-                          list(answers), order], ensure_ascii=False)
+                 question_text: Sequence[str], answers: Sequence[str | Sequence[str]],
+                 order: str, turn: int = 1, reference: Sequence[str] | None = None) -> str:
+    """sha256 over everything that decides what the judge saw. ``answers``: in prompt order,
+    a text each for turn 1, each side's turns so far for a later turn. The turn and the
+    reference enter only when they matter, so first-turn keys without a reference are the
+    keys single-turn judging has always used (caches stay valid)."""
+    fields: list[object] = [judge_model, prompt_version, kind, question_id, list(question_text),
+                            [a if isinstance(a, str) else list(a) for a in answers], order]
+    if turn != 1 or reference is not None:
+        fields.append({"turn": turn, "reference": None if reference is None else list(reference)})
+    payload = json.dumps(fields, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -62,6 +71,9 @@ class JudgmentStore:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(judgment)")}
+        if "turn" not in columns:  # a store written before multi-turn judging
+            self._db.execute("ALTER TABLE judgment ADD COLUMN turn INTEGER NOT NULL DEFAULT 1")
         self._db.commit()
 
     def __enter__(self) -> JudgmentStore:
@@ -76,10 +88,10 @@ class JudgmentStore:
     def put(self, j: StoredJudgment) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO judgment (key, kind, judge_model, prompt_version, "
-            "question_id, order_label, raw_text, parsed, prompt_tokens, completion_tokens, "
-            "cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (j.key, j.kind, j.judge_model, j.prompt_version, j.question_id, j.order, j.raw_text,
-             None if j.parsed is None else json.dumps(j.parsed), j.prompt_tokens,
+            "question_id, order_label, turn, raw_text, parsed, prompt_tokens, "
+            "completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (j.key, j.kind, j.judge_model, j.prompt_version, j.question_id, j.order, j.turn,
+             j.raw_text, None if j.parsed is None else json.dumps(j.parsed), j.prompt_tokens,
              j.completion_tokens, j.cost_usd))
         self._db.commit()
 
@@ -90,14 +102,16 @@ class JudgmentStore:
             chunk = wanted[start:start + 500]
             rows = self._db.execute(
                 "SELECT key, kind, judge_model, prompt_version, question_id, order_label, "
-                "raw_text, parsed, prompt_tokens, completion_tokens, cost_usd FROM judgment "
+                "raw_text, parsed, prompt_tokens, completion_tokens, cost_usd, turn "
+                "FROM judgment "
                 f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             for row in rows:
                 found[row[0]] = StoredJudgment(
                     key=row[0], kind=row[1], judge_model=row[2], prompt_version=row[3],
                     question_id=row[4], order=row[5], raw_text=row[6],
                     parsed=None if row[7] is None else json.loads(row[7]),
-                    prompt_tokens=row[8], completion_tokens=row[9], cost_usd=row[10])
+                    prompt_tokens=row[8], completion_tokens=row[9], cost_usd=row[10],
+                    turn=row[11])
         return found
 
     def count(self, *, unparseable_only: bool = False) -> int:

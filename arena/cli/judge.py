@@ -1,15 +1,13 @@
-"""``arena judge ratio|pairwise|single``: LLM-as-a-judge over a question set, with a progress
-bar, a summary table and the full result as JSON. Judgments are cached in a SQLite store, so a
-finished run re-run makes no judge calls."""
+"""``arena judge ratio|pairwise|single``: LLM-as-a-judge over a question set, with progress
+bars, a summary table and the full result as JSON. The run itself is
+``evaluators.jobs.run_judge`` (the job queue's judge jobs call it too); judgments are cached in
+a SQLite store, so a finished run re-run makes no judge calls."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,13 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from evaluators.errors import EvaluatorError, JudgeRunError
-from evaluators.protocols import JudgeReply, Messages
+from evaluators.errors import EvaluatorError, JudgeRequestError
 
-if TYPE_CHECKING:  # openai and numpy load only when a judge command runs
-    from evaluators.aggregate import PairwiseStats
-    from evaluators.client import JudgeClient
-    from evaluators.questions import Question
+if TYPE_CHECKING:
+    from evaluators.jobs import JudgeRequest
+    from evaluators.prompts import Kind
 
 app = typer.Typer(help="Judge two models' answers with an LLM judge (ratio, pairwise, single).",
                   no_args_is_help=True)
@@ -36,15 +32,19 @@ QuestionsOpt = Annotated[str, typer.Option(
 ModelA = Annotated[str | None, typer.Option(
     "--model-a", help="Registered checkpoint whose answers are produced via the gateway.")]
 AnswersA = Annotated[Path | None, typer.Option(
-    "--answers-a", help="Answer file for side A (FastChat/Vicuna or LLMZoo JSONL).",
+    "--answers-a", help="Answer file for side A (FastChat/Vicuna, MT-bench or LLMZoo JSONL).",
     exists=True, dir_okay=False)]
 ModelB = Annotated[str | None, typer.Option("--model-b", help="Registered checkpoint, side B.")]
 AnswersB = Annotated[Path | None, typer.Option(
     "--answers-b", help="Answer file for side B.", exists=True, dir_okay=False)]
-JudgeModel = Annotated[str, typer.Option("--judge-model", help="The judge's model name.")]
-JudgeUrl = Annotated[str, typer.Option(
-    "--judge-base-url", help="OpenAI-compatible base URL of the judge (ending in /v1).")]
-JudgeKey = Annotated[str, typer.Option("--judge-api-key", help="API key for the judge.")]
+JudgeModel = Annotated[str | None, typer.Option(
+    "--judge-model", help="The judge's model name; default: env ARENA_JUDGE_MODEL, else gpt-4.")]
+JudgeUrl = Annotated[str | None, typer.Option(
+    "--judge-base-url", help="OpenAI-compatible base URL of the judge (ending in /v1); "
+    "default: env ARENA_JUDGE_BASE_URL, else https://api.openai.com/v1.")]
+JudgeKey = Annotated[str | None, typer.Option(
+    "--judge-api-key", help="API key for the judge; default: env ARENA_JUDGE_API_KEY, else "
+    "'EMPTY'.")]
 JudgeRetries = Annotated[int, typer.Option(
     "--judge-retries", min=0, help="Retries per failed judge call (429, 5xx, connection).")]
 Concurrency = Annotated[int, typer.Option(
@@ -57,45 +57,7 @@ Url = Annotated[str | None, typer.Option(
 ApiKey = Annotated[str | None, typer.Option(
     "--api-key", help="Control-plane API key (env ARENA_API_KEY).")]
 MaxTokens = Annotated[int, typer.Option(
-    "--max-tokens", min=1, help="Longest answer produced via the gateway, in tokens.")]
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeOptions:
-    """What every ``arena judge`` command shares."""
-
-    questions: str
-    judge_model: str
-    judge_base_url: str
-    judge_api_key: str
-    judge_retries: int
-    concurrency: int
-    store: Path | None
-    output: Path | None
-    url: str | None
-    api_key: str | None
-    max_tokens: int
-
-
-class _ProgressJudge:
-    """A ``Judge`` that advances a rich progress bar as each reply arrives."""
-
-    def __init__(self, inner: JudgeClient, progress: Progress) -> None:
-        self.inner = inner
-        self.model = inner.model
-        self.progress = progress
-
-    async def judge(self, prompts: Sequence[Messages], *,
-                    on_reply: Callable[[int, JudgeReply], None] | None = None,
-                    ) -> list[JudgeReply]:
-        task = self.progress.add_task("judging", total=len(prompts))
-
-        def advance(index: int, reply: JudgeReply) -> None:
-            self.progress.advance(task)
-            if on_reply is not None:
-                on_reply(index, reply)
-
-        return await self.inner.judge(prompts, on_reply=advance)
+    "--max-tokens", min=1, help="Longest answer turn produced via the gateway, in tokens.")]
 
 
 def _progress() -> Progress:
@@ -103,131 +65,57 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=err)
 
 
-def _load_questions(spec: str) -> list[Question]:
-    from evaluators.questions import demo_questions, read_questions
-
-    if spec == "demo":
-        return demo_questions()
-    if not Path(spec).is_file():
-        raise typer.BadParameter(f"no such file: {spec}", param_hint="--questions")
-    try:
-        return read_questions(spec)
-    except EvaluatorError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--questions") from exc
-
-
-def _side(opts: JudgeOptions, questions: list[Question], side: str, model: str | None,
-          answers: Path | None, store_path: Path) -> tuple[str, dict[str, str]]:
-    """``(name, question_id -> answer)`` for one side, from a file or via the gateway."""
-    from evaluators.answers import by_question, read_answers
-    from evaluators.errors import InputFileError
-
-    if (model is None) == (answers is None):
-        raise typer.BadParameter(f"give exactly one of --model-{side} or --answers-{side}",
-                                 param_hint=f"--model-{side} / --answers-{side}")
-    if model is not None:
-        return model, _produce(opts, questions, model, store_path)
-    if answers is not None:
-        try:
-            try:
-                rows = read_answers(answers)
-            except InputFileError as exc:
-                if "model_id" not in str(exc):
-                    raise
-                rows = read_answers(answers, model=answers.stem)
-            return (rows[0].model if rows else answers.stem), by_question(rows)
-        except (EvaluatorError, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint=f"--answers-{side}") from exc
-    raise typer.BadParameter("no answers", param_hint=f"--answers-{side}")
-
-
-def _produce(opts: JudgeOptions, questions: list[Question], model: str,
-             store_path: Path) -> dict[str, str]:
-    from arena.settings import ClientSettings
-    from evaluators.answering import answers_cache_path, produce_answers
-
-    settings = ClientSettings()
-    base = opts.url or settings.url
-    with _progress() as progress:
-        task = progress.add_task(f"answers from {model}", total=len(questions))
-        try:
-            return asyncio.run(produce_answers(
-                base_url=base, model=model, questions=questions,
-                api_key=opts.api_key or settings.key(), max_tokens=opts.max_tokens,
-                concurrency=opts.concurrency, cache_path=answers_cache_path(store_path, model),
-                on_answer=lambda _qid: progress.advance(task)))
-        except EvaluatorError as exc:
-            err.print(f"[red]error:[/red] {exc} (control plane {base})")
-            raise typer.Exit(1) from exc
-
-
-def _store_path(opts: JudgeOptions) -> Path:
-    if opts.store is not None:
-        return opts.store
+def _store_path(store: Path | None) -> Path:
+    if store is not None:
+        return store
     from arena.settings import Settings
 
     return Settings().data_dir / "judgments.db"
 
 
-def _run(opts: JudgeOptions, kind: str, sides: list[tuple[str | None, Path | None]],
-         swap: bool = False) -> None:
-    from evaluators import runner
-    from evaluators.client import JudgeClient
-    from evaluators.store import JudgmentStore
+def _run(request: JudgeRequest, *, judge_api_key: str | None, store: Path | None,
+         output: Path | None, url: str | None, api_key: str | None) -> None:
+    from arena.settings import ClientSettings
+    from evaluators.answering import AnsweringError
+    from evaluators.jobs import run_judge
 
     # each failed call is logged as a warning; the CLI reports them once, after the bar
     logging.getLogger("evaluators.client").setLevel(logging.ERROR)
-    questions = _load_questions(opts.questions)
-    store_path = _store_path(opts)
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tables = [_side(opts, questions, label, model, answers, store_path)
-              for label, (model, answers) in zip("ab", sides, strict=False)]
-    client = JudgeClient(base_url=opts.judge_base_url, model=opts.judge_model,
-                         api_key=opts.judge_api_key, concurrency=opts.concurrency,
-                         max_retries=opts.judge_retries)
-    result: Any
-    with JudgmentStore(store_path) as store, _progress() as progress:
-        judge = _ProgressJudge(client, progress)
+    client = ClientSettings()
+    base = url or client.url
+    store_path = _store_path(store)
+    with _progress() as progress:
+        bars: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.update(bars[stage], completed=done, total=total)
+
         try:
-            if kind == "ratio":
-                result = asyncio.run(runner.run_ratio(
-                    judge=judge, store=store, questions=questions, answers_a=tables[0][1],
-                    answers_b=tables[1][1], swap=swap))
-            elif kind == "pairwise":
-                result = asyncio.run(runner.run_pairwise(
-                    judge=judge, store=store, questions=questions, answers_a=tables[0][1],
-                    answers_b=tables[1][1]))
-            else:
-                result = asyncio.run(runner.run_single(
-                    judge=judge, store=store, questions=questions,
-                    answers={name: table for name, table in tables}))
-        except JudgeRunError as exc:
+            payload = run_judge(request, store_path=store_path, base_url=base,
+                                api_key=api_key or client.key(), judge_api_key=judge_api_key,
+                                on_progress=on_progress)
+        except JudgeRequestError as exc:
             progress.stop()
-            err.print(f"[red]error:[/red] the judge at {opts.judge_base_url} failed: {exc}")
+            raise typer.BadParameter(exc.reason, param_hint=" / ".join(
+                "--" + field.replace("_", "-") for field in exc.fields)) from exc
+        except AnsweringError as exc:
+            progress.stop()
+            err.print(f"[red]error:[/red] {exc} (control plane {base})")
             raise typer.Exit(1) from exc
-    names = [name for name, _ in tables]
-    _print_summary(kind, result, names)
-    out.print(f"judge calls: {client.usage.calls} (cost ${client.usage.cost_usd:.4f}); "
+        except EvaluatorError as exc:  # JudgeRunError names the judge's URL
+            progress.stop()
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    _print_summary(request.kind, payload["result"], payload["models"])
+    out.print(f"judge calls: {payload['judge_calls']} (cost ${payload['cost_usd']:.4f}); "
               f"store {store_path}")
-    if opts.output is not None:
-        payload = {"kind": kind, "models": names, "judge_model": opts.judge_model,
-                   "questions": len(questions), "swap": swap, "judge_calls": client.usage.calls,
-                   "result": _jsonable(dataclasses.asdict(result))}
-        opts.output.parent.mkdir(parents=True, exist_ok=True)
-        opts.output.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n",
-                               encoding="utf-8")
-        out.print(f"wrote {opts.output}")
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN (a ratio over nothing) becomes ``null``: JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, ensure_ascii=False, indent=1) + "\n",
+                          encoding="utf-8")
+        out.print(f"wrote {output}")
 
 
 def _pct(value: float | None) -> str:
@@ -238,80 +126,111 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def _print_summary(kind: str, result: Any, names: list[str]) -> None:
+def _rows(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Per category, then per turn (multi-turn sets), then overall."""
+    return [*result["by_category"].items(),
+            *((f"turn {turn}", stats) for turn, stats in result.get("by_turn", {}).items()),
+            ("overall", result["overall"])]
+
+
+def _table(title: str, first: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for col in (first, *columns):
+        table.add_column(col, justify="left" if col == first else "right", no_wrap=True)
+    return table
+
+
+def _print_summary(kind: str, result: dict[str, Any], names: list[str]) -> None:
     if kind == "ratio":
-        table = Table(title=f"score ratio {names[0]} / {names[1]}")
-        for col in ("category", "n", "ratio", "95% CI", "wins", "ties", "losses", "beat rate"):
-            table.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
-        rows: list[tuple[str, Any]] = [*result.by_category.items(), ("overall", result.overall)]
-        for name, s in rows:
-            table.add_row(name, str(s.n), _pct(s.ratio),
-                          f"{_pct(s.ci_low)} – {_pct(s.ci_high)}", str(s.wins), str(s.ties),
-                          str(s.losses), _rate(s.beat_rate))
+        table = _table(f"score ratio {names[0]} / {names[1]}", "category",
+                       ("n", "ratio", "95% CI", "wins", "ties", "losses", "beat rate"))
+        for name, s in _rows(result):
+            table.add_row(name, str(s["n"]), _pct(s["ratio"]),
+                          f"{_pct(s['ci_low'])} – {_pct(s['ci_high'])}", str(s["wins"]),
+                          str(s["ties"]), str(s["losses"]), _rate(s["beat_rate"]))
     elif kind == "pairwise":
-        table = Table(title=f"pairwise {names[0]} vs {names[1]} (both orders)")
-        for col in ("category", "n", "wins", "ties", "losses", "win rate", "adjusted win rate"):
-            table.add_column(col, justify="left" if col == "category" else "right", no_wrap=True)
-        stats: list[tuple[str, PairwiseStats]] = [
-            *result.by_category.items(), ("overall", result.overall)]
-        for name, p in stats:
-            table.add_row(name, str(p.n), str(p.wins), str(p.ties), str(p.losses),
-                          _rate(p.win_rate), _rate(p.adjusted_win_rate))
+        table = _table(f"pairwise {names[0]} vs {names[1]} (both orders)", "category",
+                       ("n", "wins", "ties", "losses", "win rate", "adjusted win rate"))
+        for name, p in _rows(result):
+            table.add_row(name, str(p["n"]), str(p["wins"]), str(p["ties"]), str(p["losses"]),
+                          _rate(p["win_rate"]), _rate(p["adjusted_win_rate"]))
     else:
-        categories = sorted({c for cats in result.by_category.values() for c in cats})
-        table = Table(title="single-answer grading (mean rating, 1–10)")
-        for col in ("model", "n", "overall", *categories):
-            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
-        for model, mean in result.mean.items():
-            cats = result.by_category[model]
-            table.add_row(model, str(result.count[model]), f"{mean:.2f}",
+        categories = sorted({c for cats in result["by_category"].values() for c in cats})
+        turns = sorted({t for per in result.get("by_turn", {}).values() for t in per}, key=int)
+        table = _table("single-answer grading (mean rating, 1–10)", "model",
+                       ("n", "overall", *(f"turn {t}" for t in turns), *categories))
+        for model, mean in result["mean"].items():
+            cats, per_turn = result["by_category"][model], result.get("by_turn", {}).get(model, {})
+            table.add_row(model, str(result["count"][model]), f"{mean:.2f}",
+                          *(f"{per_turn[t]:.2f}" if t in per_turn else "–" for t in turns),
                           *(f"{cats[c]:.2f}" if c in cats else "–" for c in categories))
     out.print(table)
-    unparseable = result.unparseable
+    unparseable = result["unparseable"]
     total = sum(unparseable.values()) if isinstance(unparseable, dict) else unparseable
-    out.print(f"unparseable judgments: {total}; questions missing an answer: {result.missing}")
+    out.print(f"unparseable judgments: {total}; question turns missing an answer: "
+              f"{result['missing']}")
+
+
+def _request(kind: Kind, *, questions: str, sides: list[tuple[str | None, Path | None]],
+             judge_model: str | None, judge_base_url: str | None, **options: Any) -> JudgeRequest:
+    from evaluators.jobs import JudgeRequest
+
+    fields: dict[str, Any] = {}
+    for label, (model, answers) in zip("ab", sides, strict=False):
+        fields[f"model_{label}"] = model
+        fields[f"answers_{label}"] = None if answers is None else str(answers)
+    return JudgeRequest(kind=kind, questions=questions, judge_model=judge_model,
+                        judge_base_url=judge_base_url, **fields, **options)
 
 
 @app.command()
-def ratio(questions: QuestionsOpt, judge_model: JudgeModel, model_a: ModelA = None,
-          answers_a: AnswersA = None, model_b: ModelB = None, answers_b: AnswersB = None,
-          judge_base_url: JudgeUrl = "https://api.openai.com/v1", judge_api_key: JudgeKey = "EMPTY",
+def ratio(questions: QuestionsOpt = "demo", model_a: ModelA = None, answers_a: AnswersA = None,
+          model_b: ModelB = None, answers_b: AnswersB = None, judge_model: JudgeModel = None,
+          judge_base_url: JudgeUrl = None, judge_api_key: JudgeKey = None,
           judge_retries: JudgeRetries = 4, concurrency: Concurrency = 8,
           swap: Annotated[bool, typer.Option("--swap", help="Judge both orders, average.")] = False,
           store: Store = None, output: Output = None, url: Url = None, api_key: ApiKey = None,
           max_tokens: MaxTokens = 512) -> None:
-    """Vicuna-style score ratio of A over B (100 × ΣA / ΣB) with a bootstrap 95% interval."""
-    opts = JudgeOptions(questions=questions, judge_model=judge_model,
-                        judge_base_url=judge_base_url, judge_api_key=judge_api_key,
-                        judge_retries=judge_retries, concurrency=concurrency, store=store,
-                        output=output, url=url, api_key=api_key, max_tokens=max_tokens)
-    _run(opts, "ratio", [(model_a, answers_a), (model_b, answers_b)], swap=swap)
+    """Vicuna-style score ratio of A over B (100 × ΣA / ΣB) with a bootstrap 95% interval;
+    MT-bench questions are scored on both turns (rows per turn)."""
+    request = _request("ratio", questions=questions,
+                       sides=[(model_a, answers_a), (model_b, answers_b)],
+                       judge_model=judge_model, judge_base_url=judge_base_url, swap=swap,
+                       judge_retries=judge_retries, concurrency=concurrency,
+                       max_tokens=max_tokens)
+    _run(request, judge_api_key=judge_api_key, store=store, output=output, url=url,
+         api_key=api_key)
 
 
 @app.command()
-def pairwise(questions: QuestionsOpt, judge_model: JudgeModel, model_a: ModelA = None,
+def pairwise(questions: QuestionsOpt = "demo", model_a: ModelA = None,
              answers_a: AnswersA = None, model_b: ModelB = None, answers_b: AnswersB = None,
-             judge_base_url: JudgeUrl = "https://api.openai.com/v1",
-             judge_api_key: JudgeKey = "EMPTY", judge_retries: JudgeRetries = 4,
+             judge_model: JudgeModel = None, judge_base_url: JudgeUrl = None,
+             judge_api_key: JudgeKey = None, judge_retries: JudgeRetries = 4,
              concurrency: Concurrency = 8, store: Store = None, output: Output = None,
              url: Url = None, api_key: ApiKey = None, max_tokens: MaxTokens = 512) -> None:
-    """MT-bench pairwise verdicts in both orders: wins, ties, losses, adjusted win rate."""
-    opts = JudgeOptions(questions=questions, judge_model=judge_model,
-                        judge_base_url=judge_base_url, judge_api_key=judge_api_key,
-                        judge_retries=judge_retries, concurrency=concurrency, store=store,
-                        output=output, url=url, api_key=api_key, max_tokens=max_tokens)
-    _run(opts, "pairwise", [(model_a, answers_a), (model_b, answers_b)])
+    """MT-bench pairwise verdicts in both orders: wins, ties, losses, adjusted win rate
+    (per turn for MT-bench questions)."""
+    request = _request("pairwise", questions=questions,
+                       sides=[(model_a, answers_a), (model_b, answers_b)],
+                       judge_model=judge_model, judge_base_url=judge_base_url,
+                       judge_retries=judge_retries, concurrency=concurrency,
+                       max_tokens=max_tokens)
+    _run(request, judge_api_key=judge_api_key, store=store, output=output, url=url,
+         api_key=api_key)
 
 
 @app.command()
-def single(questions: QuestionsOpt, judge_model: JudgeModel, model_a: ModelA = None,
-           answers_a: AnswersA = None, judge_base_url: JudgeUrl = "https://api.openai.com/v1",
-           judge_api_key: JudgeKey = "EMPTY", judge_retries: JudgeRetries = 4,
+def single(questions: QuestionsOpt = "demo", model_a: ModelA = None, answers_a: AnswersA = None,
+           judge_model: JudgeModel = None, judge_base_url: JudgeUrl = None,
+           judge_api_key: JudgeKey = None, judge_retries: JudgeRetries = 4,
            concurrency: Concurrency = 8, store: Store = None, output: Output = None,
            url: Url = None, api_key: ApiKey = None, max_tokens: MaxTokens = 512) -> None:
-    """Single-answer grading (1–10) of one model: mean overall and per category."""
-    opts = JudgeOptions(questions=questions, judge_model=judge_model,
-                        judge_base_url=judge_base_url, judge_api_key=judge_api_key,
-                        judge_retries=judge_retries, concurrency=concurrency, store=store,
-                        output=output, url=url, api_key=api_key, max_tokens=max_tokens)
-    _run(opts, "single", [(model_a, answers_a)])
+    """Single-answer grading (1–10) of one model: mean overall, per turn (MT-bench questions)
+    and per category."""
+    request = _request("single", questions=questions, sides=[(model_a, answers_a)],
+                       judge_model=judge_model, judge_base_url=judge_base_url,
+                       judge_retries=judge_retries, concurrency=concurrency,
+                       max_tokens=max_tokens)
+    _run(request, judge_api_key=judge_api_key, store=store, output=output, url=url,
+         api_key=api_key)

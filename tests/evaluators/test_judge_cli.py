@@ -122,3 +122,33 @@ def test_bad_options_and_unreachable_judge(files, tmp_path: Path) -> None:
     assert unreachable.returncode == 1
     assert "the judge at http://127.0.0.1" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_mt_bench_per_turn_with_the_judge_from_settings(judge_server, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    from tests.evaluators.test_jobs import mt_bench_answers
+    from tests.evaluators.test_multiturn import LENGTHS_A, LENGTHS_B, MT_BENCH
+
+    questions = _jsonl(tmp_path / "question.jsonl", MT_BENCH)
+    a = mt_bench_answers(tmp_path / "a.jsonl", "model-a", LENGTHS_A)
+    b = mt_bench_answers(tmp_path / "b.jsonl", "model-b", LENGTHS_B)
+    monkeypatch.setenv("ARENA_JUDGE_BASE_URL", judge_server.url)  # the subprocess's Settings
+    monkeypatch.setenv("ARENA_JUDGE_MODEL", "env-judge")
+    pairwise = _arena("judge", "pairwise", "--questions", str(questions), "--answers-a", a,
+                      "--answers-b", b, "--output", str(tmp_path / "p.json"),
+                      data_dir=tmp_path / "data")
+    single = _arena("judge", "single", "--questions", str(questions), "--answers-a", a,
+                    "--output", str(tmp_path / "s.json"), data_dir=tmp_path / "data")
+    helped = _arena("judge", "ratio", "--help", data_dir=tmp_path / "data")
+    assert pairwise.returncode == 0, pairwise.stderr
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["judge_model"] == "env-judge"
+    turn_2 = report["result"]["by_turn"]["2"]
+    assert (turn_2["wins"], turn_2["ties"], turn_2["losses"]) == (2, 0, 1)
+    assert "turn 2" in pairwise.stdout and "overall" in pairwise.stdout
+
+    assert single.returncode == 0, single.stderr
+    by_turn = json.loads((tmp_path / "s.json").read_text())["result"]["by_turn"]["model-a"]
+    assert by_turn == {"1": pytest.approx(23 / 4), "2": pytest.approx(16 / 3)}
+    assert "turn 1" in single.stdout and "5.75" in single.stdout and "5.33" in single.stdout
+    assert "ARENA_JUDGE_MODEL" in helped.stdout and "ARENA_JUDGE_BASE_URL" in helped.stdout
