@@ -32,7 +32,8 @@ def planned(settings: Settings, checkpoint: Checkpoint, parent: str | None) -> l
         reference = parent
     if reference and reference != checkpoint.name:
         runs.append(("judge", {"kind": "ratio", "questions": settings.eval_judge_questions,
-                               "model_a": checkpoint.name, "model_b": reference}))
+                               "model_a": checkpoint.name, "model_b": reference,
+                               "max_tokens": settings.eval_judge_max_tokens}))
     return runs
 
 

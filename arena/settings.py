@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     eval_judge_questions: str = Field(
         default="demo", description="Evaluation policy: the judge's question file, or 'demo'."
     )
+    eval_judge_max_tokens: int = Field(
+        default=512, ge=1, description="Evaluation policy: longest answer asked of each model."
+    )
     leaderboard_reference: str | None = Field(
         default=None,
         description="The checkpoint the leaderboard's judge-ratio column is against; unset: the "

@@ -114,6 +114,7 @@ def evaluating_plane(tmp_path, judge_server) -> Iterator[Proc]:  # noqa: F811
         ARENA_EVAL_SUITES=json.dumps({"mmlu": str(mmlu)}), ARENA_EVAL_LIMIT="2",
         ARENA_EVAL_SHOTS="1", ARENA_EVAL_JUDGE_REFERENCE="parent",
         ARENA_EVAL_JUDGE_QUESTIONS=str(_questions(tmp_path / "questions.jsonl")),
+        ARENA_EVAL_JUDGE_MAX_TOKENS="48",
         ARENA_JUDGE_BASE_URL=judge_server.url, ARENA_JUDGE_MODEL="test-judge",
         ARENA_JOB_LEASE_S="3")
 
@@ -139,7 +140,7 @@ def test_policy_evaluates_new_checkpoints(tmp_path, tiny_models, evaluating_plan
     assert all(r["trigger"] == "policy" for r in rows)
     for row in rows:
         job = wait_job(control, row["id"], workers=(jobs_worker,))
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", (job["error"], jobs_worker.log_text()[-2000:])
 
     board = httpx.get(f"{url}/api/leaderboard").json()
     assert board["judge_reference"] == "base"
@@ -189,7 +190,7 @@ def test_lora_finetune_registers_a_served_candidate(broker, tmp_path, tiny_model
         response = _finetune(url, instructions, "cand")
         assert response.status_code == 202, response.text
         job = wait_job(control, response.json()["id"], workers=(jobs_worker,))
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", (job["error"], jobs_worker.log_text()[-2000:])
         assert job["output_checkpoint"] == "cand" and job["attempts"] == 1
         losses = [m["loss"] for m in httpx.get(f"{url}/api/jobs/{job['id']}/metrics").json()]
         assert len(losses) == 24 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
@@ -246,7 +247,7 @@ def test_killed_job_worker_resumes_and_registers_once(tmp_path, tiny_models, ins
 
         second = start_jobs_worker(tmp_path, control, "jobs-2")
         job = wait_job(control, job_id, timeout_s=400, workers=(first, second))
-        assert job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", (job["error"], jobs_worker.log_text()[-2000:])
         assert job["attempts"] == 2
         events = [e["message"] for e in httpx.get(f"{url}/api/jobs/{job_id}/events").json()]
         assert any("queued again" in m for m in events), events
