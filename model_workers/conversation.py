@@ -343,3 +343,131 @@ def render_example(name: str) -> str:
             "checkpoint; there is no fixed example."
         )
     return render(template, list(EXAMPLE_MESSAGES))
+
+
+# --- training: which parts of a rendered conversation are the assistant's answers ---------
+
+SegmentKind = Literal["context", "answer", "answer_end"]
+
+
+class Segment(NamedTuple):
+    """One piece of a rendered conversation, for masking the loss in fine-tuning.
+
+    ``kind`` is ``"answer"`` for an assistant answer's text, ``"answer_end"`` for the text the
+    template writes right after an answer (``sep2``: e.g. ``"</s>"`` or ``"\\n\\n### End\\n\\n"``;
+    for ``hf``, what its chat_template writes after the final answer), and ``"context"`` for
+    everything else (system text, few-shot examples, user turns, role labels).
+    """
+
+    text: str
+    kind: SegmentKind
+
+
+# Private-use characters mark where each answer goes: the conversation is rendered by the
+# very function that renders prompts, so training text and serving text can not drift apart.
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+
+
+def _marked(messages: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``messages`` with each assistant content replaced by a numbered marker, and the answers."""
+    if not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+        raise BadRequest(
+            "a training conversation must end with an assistant message", param="messages"
+        )
+    marked: list[dict[str, Any]] = []
+    answers: list[str] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{i}] is not an object", param="messages")
+        text = _text(message, i) if message.get("role") in ("system", "developer", "user",
+                                                           "assistant") else ""
+        if _MARK_OPEN in text or _MARK_CLOSE in text:
+            raise BadRequest(f"messages[{i}]: contains reserved characters U+E000/U+E001",
+                             param="messages")
+        if message.get("role") == "assistant":
+            marked.append({**message, "content": f"{_MARK_OPEN}{len(answers)}{_MARK_CLOSE}"})
+            answers.append(text)
+        else:
+            marked.append(dict(message))
+    return marked, answers
+
+
+def _split_marked(text: str, answers: list[str], ends: list[str]) -> list[Segment]:
+    segments: list[Segment] = []
+    pos = 0
+    for i, (answer, end) in enumerate(zip(answers, ends, strict=True)):
+        mark = f"{_MARK_OPEN}{i}{_MARK_CLOSE}"
+        at = text.index(mark, pos)
+        if at > pos:
+            segments.append(Segment(text[pos:at], "context"))
+        segments.append(Segment(answer, "answer"))
+        pos = at + len(mark)
+        if end:
+            if not text.startswith(end, pos):  # an invariant of the renderers, not user input
+                raise TemplateFileError(f"answer {i} is not followed by {end!r}")
+            segments.append(Segment(end, "answer_end"))
+            pos += len(end)
+    if pos < len(text):
+        segments.append(Segment(text[pos:], "context"))
+    return segments
+
+
+def render_segments(template: Template, messages: Sequence[dict[str, Any]]) -> list[Segment]:
+    """``messages`` (ending with an assistant answer) in ``template``'s format, as segments.
+
+    The texts joined are ``render(template, messages, add_generation_prompt=False)``, except
+    that the last answer always follows its serving prompt (``render(template, messages[:-1])``;
+    the two differ only where a template sends a lone first question bare). Each answer segment is what the model writes after the serving prompt (``render`` with
+    ``add_generation_prompt``): the message's content, and for style ``add_colon`` the space
+    after the colon before it. The few-shot ``examples`` of a template are context.
+    """
+    marked, answers = _marked(messages)
+    rule = _STYLES.get(template.style)
+    text = render(template, marked, add_generation_prompt=False)
+    sep2 = template.sep if template.sep2 is None else template.sep2
+    if template.escape_newlines:  # markers hold no newline, so escaping piecewise is the same
+        answers = [a.replace("\n", "\\n").replace("\t", "\\t") for a in answers]
+        sep2 = sep2.replace("\n", "\\n").replace("\t", "\\t")
+    serving = render(template, marked[:-1], add_generation_prompt=True)
+    if not text.startswith(serving):  # ChatGLM sends a lone first question bare
+        text = serving + marked[-1]["content"] + sep2
+    segments = _split_marked(text, answers, [sep2] * len(answers))
+    # An answer is what the model writes after the serving prompt, which ends with the label
+    # and `open`: with add_colon ("ASSISTANT:") the space after the colon is the answer's.
+    if rule is None or rule.join == rule.open or not rule.join.startswith(rule.open):
+        return segments
+    label, extra = template.roles[1] + rule.open, rule.join[len(rule.open):]
+    for i, segment in enumerate(segments):
+        before = segments[i - 1] if i else None
+        if (segment.kind == "answer" and before is not None
+                and before.text.endswith(label + extra)):
+            segments[i - 1] = Segment(before.text[: -len(extra)], before.kind)
+            segments[i] = Segment(extra + segment.text, "answer")
+    return [s for s in segments if s.text]
+
+
+def render_segments_with_tokenizer(
+    tokenizer: Any, messages: Sequence[dict[str, Any]]
+) -> list[Segment]:
+    """As :func:`render_segments` for template ``hf`` (the tokenizer's ``chat_template``).
+
+    An answer's ``answer_end`` is the text the chat_template writes after the final answer
+    (e.g. ``"</s>\\n"`` or ``"<|im_end|>\\n"``) where the text after each earlier answer starts
+    with it too; the rest is context.
+    """
+    marked, answers = _marked(messages)
+    text = render_with_tokenizer(tokenizer, marked, add_generation_prompt=False)
+    last = f"{_MARK_OPEN}{len(answers) - 1}{_MARK_CLOSE}"
+    if text.count(last) != 1:
+        raise BadRequest("the tokenizer's chat_template does not write each assistant answer "
+                         "once, so answers can not be told apart for training", param="template")
+    marks = [f"{_MARK_OPEN}{i}{_MARK_CLOSE}" for i in range(len(answers))]
+    if any(mark not in text for mark in marks):
+        raise BadRequest("the tokenizer's chat_template leaves out earlier assistant answers, "
+                         "so they can not be trained on", param="template")
+    closing = text[text.index(last) + len(last):]
+    ends = []
+    for mark in marks:
+        after = text[text.index(mark) + len(mark):]
+        ends.append(closing if after.startswith(closing) else "")
+    return _split_marked(text, answers, ends)
