@@ -4,6 +4,11 @@ The tables follow the official mappings: MMLU (hendrycks/test ``categories.py``:
 subcategory → one of four categories), C-Eval (``subject_mapping.json``; ``clinical_medicine``,
 which that file leaves without a category, is "Other" as in the paper) plus its "hard" subset,
 and CMMLU (``categories.py``: a subject can sit in two of the five groups, e.g. "China specific").
+
+Each suite has two prompt formats: ``official`` (the suite's own evaluation code, the default)
+and ``lm-eval`` (lm-eval 0.4.13's task definition of the suite: stripped questions, a space
+before the answer letter, C-Eval without "考试", CMMLU without "题目："), so that the native
+engine can reproduce what the lm-eval engine scores, item for item.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SUITE_NAMES = ("mmlu", "ceval", "cmmlu")
+PROMPT_FORMATS = ("official", "lm-eval")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,17 @@ class PromptFormat:
     answer_prefix: str
     answer_separator: str
     candidates: tuple[str, ...]  # scored as the next token after ``answer_prefix``
+    strip_question: bool = False  # lm-eval writes ``question.strip()``
+
+
+@dataclass(frozen=True, slots=True)
+class LmEvalTasks:
+    """Where lm-eval 0.4.13 defines the suite: one task (and config file) per subject."""
+
+    task: str  # task name, "{subject}" replaced: "mmlu_{subject}"
+    config: str  # its YAML under ``lm_eval/tasks``: "mmlu/default/mmlu_{subject}.yaml"
+    split_key: str  # the split the task evaluates ("test"; "val" for ceval-valid)
+    splits: tuple[str, ...]  # our splits it can score (those with answers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +71,18 @@ class Suite:
     splits: tuple[str, ...]
     categories: tuple[str, ...]
     subjects: dict[str, Subject]
-    prompt: PromptFormat
+    prompt: PromptFormat  # the official format
+    lm_eval: LmEvalTasks
+    lm_eval_prompt: PromptFormat
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def prompt_format(self, name: str) -> PromptFormat:
+        """``official`` or ``lm-eval``."""
+        if name == "official":
+            return self.prompt
+        if name == "lm-eval":
+            return self.lm_eval_prompt
+        raise KeyError(f"unknown prompt format {name!r} (known: {', '.join(PROMPT_FORMATS)})")
 
     def subject(self, name: str) -> Subject:
         try:
@@ -86,7 +114,7 @@ def get_suite(name: str) -> Suite:
         )
         for key, value in raw["subjects"].items()
     }
-    prompt = raw["prompt"]
+    lm_eval = raw["lm_eval"]
     return Suite(
         name=raw["name"],
         title=raw["title"],
@@ -94,12 +122,17 @@ def get_suite(name: str) -> Suite:
         splits=tuple(raw["splits"]),
         categories=tuple(raw["categories"]),
         subjects=subjects,
-        prompt=PromptFormat(
-            header=prompt["header"],
-            question_prefix=prompt["question_prefix"],
-            answer_prefix=prompt["answer_prefix"],
-            answer_separator=prompt["answer_separator"],
-            candidates=tuple(prompt["candidates"]),
-        ),
+        prompt=_prompt_format(raw["prompt"]),
+        lm_eval=LmEvalTasks(task=lm_eval["task"], config=lm_eval["config"],
+                            split_key=lm_eval["split_key"], splits=tuple(lm_eval["splits"])),
+        lm_eval_prompt=_prompt_format(lm_eval["prompt"]),
         groups={k: tuple(v) for k, v in raw.get("groups", {}).items()},
     )
+
+
+def _prompt_format(raw: dict[str, Any]) -> PromptFormat:
+    return PromptFormat(header=raw["header"], question_prefix=raw["question_prefix"],
+                        answer_prefix=raw["answer_prefix"],
+                        answer_separator=raw["answer_separator"],
+                        candidates=tuple(raw["candidates"]),
+                        strip_question=bool(raw.get("strip_question", False)))

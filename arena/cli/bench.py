@@ -1,15 +1,14 @@
 """``arena bench``: score a checkpoint on MMLU, C-Eval or CMMLU and show stored results.
 
-``run`` scores subject by subject (so the progress bar can count items) through the control
-plane's ``/api/score`` (``--model``) or in-process with transformers (``--model-path``), then
-prints accuracy per category and overall; ``show`` prints a stored result JSON the same way.
+``run`` hands its options to :mod:`benchmarks.runs` (the same call the job queue makes): through
+the control plane's ``/api/score`` (``--model``) or in-process with transformers
+(``--model-path``), with the native engine or lm-eval's (``--engine``), and prints accuracy per
+category and overall; ``show`` prints a stored result JSON the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,123 +18,44 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from arena.cli.client import err
-from benchmarks.engine import BenchmarkResults, ItemResult, ceval_submission, score_items, summarize
-from benchmarks.loaders import BenchmarkData, BenchmarkDataError, Item, load_benchmark
+from benchmarks.engine import BenchmarkResults, ItemResult, ceval_submission
 from benchmarks.prompts import DEFAULT_SHOTS
-from benchmarks.scorers import DEFAULT_BATCH, LocalScorer, Scorer, ScoringError, WorkerScorer
-from benchmarks.suites import Suite, get_suite
+from benchmarks.runs import (
+    BenchmarkRequestError,
+    BenchRequest,
+    run_benchmark,
+    run_benchmark_local,
+    validate_request,
+)
+from benchmarks.scorers import DEFAULT_BATCH, ScoringError
+from benchmarks.suites import get_suite
 
 app = typer.Typer(help="Multiple-choice benchmarks: MMLU, C-Eval, CMMLU.", no_args_is_help=True)
 out = Console()
-DEFAULT_SPLIT = {"mmlu": "test", "ceval": "val", "cmmlu": "test"}  # C-Eval test hides answers
-CHUNK = 4  # scorer batches per progress step
 
 
-@dataclass(frozen=True, slots=True)
-class RunSpec:
-    """What ``bench run`` scores, after its options are checked."""
-
-    suite: Suite
-    split: str
-    shots: int
-    limit: int | None
-    subjects: list[str] | None
+def _bad(exc: BenchmarkRequestError) -> typer.BadParameter:
+    return typer.BadParameter(exc.message, param_hint=f"--{exc.field.replace('_', '-')}")
 
 
-class ProgressScorer:
-    """Wraps a scorer: hands it ``chunk`` prompts at a time and advances the progress bar."""
-
-    def __init__(self, inner: Scorer, progress: Progress, task: Any, *, chunk: int) -> None:
-        self.inner, self.progress, self.task, self.chunk = inner, progress, task, chunk
-
-    async def score(self, prompts: list[str], candidates: list[str]) -> list[list[float]]:
-        results: list[list[float]] = []
-        for start in range(0, len(prompts), self.chunk):
-            part = prompts[start: start + self.chunk]
-            results += await self.inner.score(part, candidates)
-            self.progress.advance(self.task, len(part))
-        return results
-
-
-def _suite(name: str) -> Suite:
+def _request(suite: str, data: Path, split: str | None, shots: int, limit: int | None,
+             subjects: str | None, engine: str, batch_size: int,
+             prompt_format: str | None) -> BenchRequest:
+    names = None if subjects is None else [s.strip() for s in subjects.split(",") if s.strip()]
+    request = BenchRequest(suite=suite, data=str(data), split=split, shots=shots, limit=limit,
+                           subjects=names, engine=engine, batch_size=batch_size,
+                           prompt_format=prompt_format)
     try:
-        return get_suite(name)
-    except KeyError as exc:
-        raise typer.BadParameter(exc.args[0], param_hint="--suite") from None
+        return validate_request(request)
+    except BenchmarkRequestError as exc:
+        raise _bad(exc) from None
 
 
-def _subjects(suite: Suite, raw: str | None) -> list[str] | None:
-    if raw is None:
-        return None
-    names = [s.strip() for s in raw.split(",") if s.strip()]
-    if not names:
-        raise typer.BadParameter("no subject given", param_hint="--subjects")
-    try:
-        return [suite.subject(name).name for name in names]
-    except KeyError as exc:
-        raise typer.BadParameter(exc.args[0], param_hint="--subjects") from None
-
-
-def _spec(suite_name: str, split: str | None, shots: int, limit: int | None,
-          subjects: str | None) -> RunSpec:
-    suite = _suite(suite_name)
-    chosen = split or DEFAULT_SPLIT[suite.name]
-    if chosen == "dev" or chosen not in suite.splits:
-        known = ", ".join(s for s in suite.splits if s != "dev")
-        raise typer.BadParameter(f"{suite.title} has no split {chosen!r} to score (it has {known})",
-                                 param_hint="--split")
-    if shots < 0:
-        raise typer.BadParameter("must be 0 or more", param_hint="--shots")
-    if limit is not None and limit < 1:
-        raise typer.BadParameter("must be at least 1", param_hint="--limit")
-    return RunSpec(suite=suite, split=chosen, shots=shots, limit=limit,
-                   subjects=_subjects(suite, subjects))
-
-
-def _load(data: Path, spec: RunSpec) -> BenchmarkData:
-    if not data.exists():
-        raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
-    try:
-        return load_benchmark(data, spec.suite.name, splits=["dev", spec.split],
-                              subjects=spec.subjects)
-    except BenchmarkDataError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-
-
-def _scorer(model: str | None, model_path: Path | None, url: str | None, *, batch_size: int,
-            device: str) -> tuple[Scorer, str]:
-    """The scorer and the model's name for the report."""
-    if model is not None and model_path is None:
-        from arena.settings import ClientSettings
-
-        settings = ClientSettings()
-        return WorkerScorer(url or settings.url, model, endpoint="/api/score",
-                            batch_size=batch_size, api_key=settings.key()), model
-    if model_path is None or model is not None:
-        raise typer.BadParameter("give exactly one of --model NAME and --model-path DIR",
-                                 param_hint="--model / --model-path")
-    if not model_path.is_dir():
-        raise typer.BadParameter(f"{model_path} is not a folder", param_hint="--model-path")
-    return LocalScorer(model_path, batch_size=batch_size, device=device), str(model_path)
-
-
-async def _score_all(groups: dict[str, list[Item]], dev: list[Item], scorer: Scorer,
-                     spec: RunSpec, fingerprint: str) -> BenchmarkResults:
-    """Score subject by subject; the progress bar counts items."""
-    total = sum(len(items) for items in groups.values())
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    results: list[ItemResult] = []
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task(f"{spec.suite.title} {spec.split}", total=total)
-        for subject, items in groups.items():
-            progress.update(task, description=f"{spec.suite.title} {spec.split}: {subject}")
-            chunk = getattr(scorer, "batch_size", DEFAULT_BATCH) * CHUNK
-            wrapped = ProgressScorer(scorer, progress, task, chunk=chunk)
-            scored = await score_items(items, scorer=wrapped, dev=dev, shots=spec.shots)
-            results += scored.items
-    return summarize(spec.suite.name, results, shots=spec.shots, fingerprint=fingerprint)
+def _submission(results: dict[str, Any]) -> dict[str, dict[str, str]]:
+    items = [ItemResult(**{k: v for k, v in row.items() if k != "correct"})
+             for row in results["items"]]
+    return ceval_submission(BenchmarkResults(suite=results["suite"], shots=results["shots"],
+                                             fingerprint=results["fingerprint"], items=items))
 
 
 def _fmt(value: float | None) -> str:
@@ -160,7 +80,10 @@ def render(summary: dict[str, Any]) -> None:
                   str(len(summary.get("subjects", {}))))
     out.print(table)
     items = summary.get("n_items", len(summary.get("items", [])))
-    out.print(f"items {items}, shots {summary['shots']}, data fingerprint {summary['fingerprint']}",
+    fewer = summary.get("items_with_fewer_shots")
+    note = f" ({fewer} with fewer to fit the context)" if fewer else ""
+    out.print(f"items {items}, shots {summary['shots']}{note}, engine "
+              f"{summary.get('engine', 'native')}, data fingerprint {summary['fingerprint']}",
               soft_wrap=True)
     if summary["accuracy"] is None:
         out.print("no answers in this split: accuracy is not computed")
@@ -177,6 +100,9 @@ def run(
     shots: Annotated[int, typer.Option(help="Dev examples per prompt.")] = DEFAULT_SHOTS,
     limit: Annotated[int | None, typer.Option(help="At most N items per subject.")] = None,
     subjects: Annotated[str | None, typer.Option(help="Comma-separated subjects (default all).")] = None,
+    engine: Annotated[str, typer.Option(help="native | lm-eval (lm-eval 0.4.13's own tasks).")] = "native",
+    prompt_format: Annotated[str | None, typer.Option(help="official | lm-eval (default: official "
+                                                           "for native, lm-eval for lm-eval).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the full result JSON here.")] = None,
     submission: Annotated[Path | None, typer.Option(help="C-Eval test: write the official "
                                                          "submission JSON here.")] = None,
@@ -184,26 +110,43 @@ def run(
     device: Annotated[str, typer.Option(help="Torch device for --model-path.")] = "cpu",
 ) -> None:
     """Score a model k-shot on a benchmark; print accuracy per category and overall."""
-    spec = _spec(suite, split, shots, limit, subjects)
-    if submission is not None and (spec.suite.name, spec.split) != ("ceval", "test"):
+    request = _request(suite, data, split, shots, limit, subjects, engine, batch_size,
+                       prompt_format)
+    if submission is not None and (request.suite, request.split) != ("ceval", "test"):
         raise typer.BadParameter("only for --suite ceval --split test", param_hint="--submission")
-    dataset = _load(data, spec)
-    scorer, model_name = _scorer(model, model_path, url, batch_size=batch_size, device=device)
-    groups = {s: items[: spec.limit] for s, items in dataset.by_subject(spec.split).items()}
+    if (model is None) == (model_path is None):
+        raise typer.BadParameter("give exactly one of --model NAME and --model-path DIR",
+                                 param_hint="--model / --model-path")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    title = f"{get_suite(request.suite).title} {request.split} ({request.engine})"
     try:
-        results = asyncio.run(_score_all(groups, dataset.items["dev"], scorer, spec,
-                                         dataset.fingerprint))
-    except (ScoringError, ValueError) as exc:
+        with Progress(*columns, console=err) as progress:
+            task = progress.add_task(title, total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            if model_path is not None:
+                summary = run_benchmark_local(request, model_path=model_path, device=device,
+                                              on_progress=on_progress)
+            else:
+                from arena.settings import ClientSettings
+
+                settings = ClientSettings()
+                summary = run_benchmark(request, model=str(model), base_url=url or settings.url,
+                                        api_key=settings.key(), on_progress=on_progress)
+    except BenchmarkRequestError as exc:
+        raise _bad(exc) from None
+    except (ScoringError, RuntimeError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    summary = {**results.to_dict(), "split": spec.split, "model": model_name, "data": str(data),
-               "limit": spec.limit, "n_items": len(results.items)}
     render(summary)
     if output is not None:
         output.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
         out.print(f"results written to {output}")
     if submission is not None:
-        submission.write_text(json.dumps(ceval_submission(results), ensure_ascii=False, indent=1),
+        submission.write_text(json.dumps(_submission(summary), ensure_ascii=False, indent=1),
                               encoding="utf-8")
         out.print(f"C-Eval submission written to {submission}")
 

@@ -384,7 +384,7 @@ class HFBackend:
             if isinstance(runner, Seq2SeqRunner):
                 _, logits = runner.first_step(prompts, cache=False)
             elif isinstance(runner, CausalRunner):
-                logits = runner.forward(prompts, cache=False, last_only=True)[0][:, -1, :]
+                logits = runner.last_logits(prompts)
             else:
                 raise BackendUnavailable("the hf backend has not been started")
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()

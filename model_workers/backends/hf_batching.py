@@ -60,6 +60,18 @@ def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
+MIN_SHARED_PREFIX = 32  # tokens; a shorter common prefix is not worth its own forward pass
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the prompts' longest common prefix (that of the lexicographic min and max)."""
+    low, high = min(prompts), max(prompts)
+    for n, (a, b) in enumerate(zip(low, high, strict=False)):
+        if a != b:
+            return n
+    return len(low)
+
+
 @dataclass
 class CausalState:
     cache: DynamicCache
@@ -92,6 +104,26 @@ class CausalRunner:
         )
         logits = out.logits[:, -1:, :] if last_only else out.logits
         return logits, mask, out.past_key_values if cache else None
+
+    def last_logits(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Next-token logits ``[batch, vocab]`` after each prompt. Prompts that share a long
+        prefix (a benchmark's k-shot examples) compute it once: its KV cache is repeated for the
+        batch and only each prompt's own rest is run on top."""
+        shared = min(_common_prefix(prompts), min(len(p) for p in prompts) - 1)
+        if len(prompts) < 2 or shared < MIN_SHARED_PREFIX:
+            return self.forward(prompts, cache=False, last_only=True)[0][:, -1, :]
+        head = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=self.device)
+        cache = self.model(input_ids=head, past_key_values=DynamicCache(config=self.model.config),
+                           use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+        ids, own = left_pad([p[shared:] for p in prompts], self.pad_id, self.device)
+        mask = torch.cat([own.new_ones((len(prompts), shared)), own], dim=1)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keep_last else {}
+        if self._positions:
+            kwargs["position_ids"] = shared + (own.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                         use_cache=True, **kwargs)
+        return out.logits[:, -1, :]
 
     def prefill(self, prompts: list[list[int]]) -> tuple[CausalState, torch.Tensor]:
         logits, mask, cache = self.forward(prompts, cache=True, last_only=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,46 @@ def sample(tmp_path: Path) -> Callable[[str], Path]:
         return WRITERS[suite](tmp_path / suite)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def served_llama(tmp_path_factory: pytest.TempPathFactory,
+                 tiny_models: dict[str, Path]) -> Iterator[Any]:
+    """``arena serve`` with the tiny llama registered as "tiny-llama" and one ``arena worker``
+    serving it, shared by the session's tests (the control plane is yielded;
+    ``.extra["worker"]`` is the worker)."""
+    import httpx
+
+    from tests.conftest import (
+        ADMIN_KEY,
+        Proc,
+        _control_plane,
+        arena_cmd,
+        free_port,
+        register,
+        spawn,
+        wait_for,
+    )
+
+    root = tmp_path_factory.mktemp("served")
+    planes = _control_plane(root)
+    plane = next(planes)
+    worker: Proc | None = None
+    try:
+        assert register(plane, name="tiny-llama",
+                        source=str(tiny_models["llama"])).status_code == 201
+        port = free_port()
+        log = root / "worker.log"
+        proc = spawn(arena_cmd("worker", "--controller", plane.url, "--port", str(port),
+                               "--api-key", ADMIN_KEY, "--log-level", "warning",
+                               "--checkpoint", "tiny-llama"), log=log, env={})
+        worker = Proc(proc=proc, log=log, url=f"http://127.0.0.1:{port}")
+        wait_for(lambda: any(r["address"] == worker.url and r["healthy"]  # type: ignore[union-attr]
+                             for r in httpx.get(plane.url + "/api/workers").json()),
+                 timeout_s=120, what="worker registration", proc=proc)
+        plane.extra["worker"] = worker
+        yield plane
+    finally:
+        if worker is not None:
+            worker.stop()
+        planes.close()

@@ -30,11 +30,12 @@ def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def direct(data_dir: Path, suite: str, split: str, checkpoint: Path, *, shots: int,
-           limit: int | None = None) -> BenchmarkResults:
+           limit: int | None = None, prompt_format: str = "official") -> BenchmarkResults:
     data = load_benchmark(data_dir, suite, splits=["dev", split])
     items = [i for s in data.by_subject(split).values() for i in s[:limit]]
     return asyncio.run(score_items(items, scorer=LocalScorer(checkpoint), dev=data.items["dev"],
-                                   shots=shots, fingerprint=data.fingerprint))
+                                   shots=shots, fingerprint=data.fingerprint,
+                                   prompt_format=prompt_format))
 
 
 def assert_same(stored: dict[str, Any], want: BenchmarkResults) -> None:
@@ -90,12 +91,27 @@ def test_ceval_defaults_to_val_and_writes_a_test_submission(
     assert json.loads(submission.read_text(encoding="utf-8")) == ceval_submission(want)
 
 
+def test_lm_eval_engine(sample: Sample, tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    data, output = sample("cmmlu"), tmp_path / "cmmlu.json"
+    done = bench("run", "--suite", "cmmlu", "--data", str(data), "--model-path",
+                 str(tiny_models["llama"]), "--shots", "1", "--engine", "lm-eval",
+                 "--output", str(output))
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(output.read_text(encoding="utf-8"))
+    assert (stored["engine"], stored["prompt_format"]) == ("lm-eval", "lm-eval")
+    assert "engine lm-eval" in done.stdout and "6/6" in done.stderr
+    want = direct(data, "cmmlu", "test", tiny_models["llama"], shots=1, prompt_format="lm-eval")
+    assert [r["prediction"] for r in stored["items"]] == [r.prediction for r in want.items]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--subjects", "anatomy,anatomie"), "Invalid value for --subjects: MMLU has no subject "
                                          "'anatomie'; did you mean anatomy?"),
     (("--suite", "mmlx"), "Invalid value for --suite: unknown benchmark suite 'mmlx'"),
     (("--data", "/no/such/folder"), "Invalid value for --data: /no/such/folder does not exist"),
     (("--submission", "x.json"), "Invalid value for --submission: only for --suite ceval"),
+    (("--engine", "vllm"), "Invalid value for --engine: unknown engine 'vllm' (known: native, "
+                           "lm-eval)"),
 ])
 def test_bad_options_name_the_option(sample: Sample, tmp_path: Path, args: tuple[str, ...],
                                      message: str) -> None:

@@ -112,6 +112,24 @@ def test_local_scorer_matches_transformers_by_hand(sample: Sample, local_scorer:
             assert row == pytest.approx(expected, abs=1e-4)
 
 
+def test_local_scorer_runs_each_subjects_shots_once(sample: Sample, local_scorer: LocalScorer,
+                                                   tiny_models: dict[str, Path]) -> None:
+    """Prompts sharing their k-shot prefix are grouped (one prefix pass per group); a prompt
+    sharing nothing long is scored whole; all match one unpadded pass per prompt."""
+    data = load_benchmark(sample("mmlu"), "mmlu")
+    prompts = [p.text for p in build_prompts(data.items["test"] + data.items["val"],
+                                             data.items["dev"], shots=3)] + ["Answer:"]
+    encoded = list(local_scorer.tokenizer(prompts)["input_ids"])
+    groups = local_scorer._prefix_groups(encoded)
+    shared = sorted((len(members), prefix) for members, prefix in groups)
+    assert [n for n, _ in shared] == [1, 5, 5]  # "Answer:"; each subject's test + val items
+    assert all(prefix >= LocalScorer.MIN_PREFIX for n, prefix in shared if n > 1)
+    got = asyncio.run(local_scorer.score(prompts, [" A", " B", " C", " D"]))
+    want = reference_logprobs(tiny_models["llama"], prompts, [" A", " B", " C", " D"])
+    for row, expected in zip(got, want, strict=True):
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
 @pytest.fixture(scope="module")
 def worker(tiny_models: dict[str, Path]) -> Iterator[Any]:
     from model_workers.backends import BackendOptions, ModelSpec, create_backend

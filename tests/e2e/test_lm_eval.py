@@ -1,6 +1,7 @@
-"""lm-eval's `local-completions` model runs a 2-subject multiple-choice sample through the gateway.
+"""lm-eval's `local-completions` model and our registered `arena` model class run a 2-subject
+multiple-choice sample through the gateway.
 
-The same tasks run with lm-eval's own `hf` model on the same checkpoint; both must agree on every
+The same tasks run with lm-eval's own `hf` model on the same checkpoint; all must agree on every
 log-likelihood, so the gateway + worker path computes exactly what transformers computes.
 """
 
@@ -91,12 +92,22 @@ def test_lm_eval_local_completions_agrees_with_hf(control_plane, start_worker, t
                     "num_concurrent": 4, "max_retries": 1, "add_bos_token": True},
         **common,
     )
+    import benchmarks.lm_eval_model  # noqa: F401  # registers "arena"
+
+    via_arena = simple_evaluate(
+        model="arena",
+        model_args={"model": "tiny-llama", "base_url": control_plane.url,
+                    "tokenizer": str(tiny_models["llama"])},
+        **common,
+    )
     local = simple_evaluate(
         model="hf", model_args={"pretrained": str(tiny_models["llama"]), "add_bos_token": True}, device="cpu", **common)
 
-    gateway_ll, local_ll = _loglikelihoods(via_gateway), _loglikelihoods(local)
-    assert gateway_ll.keys() == local_ll.keys() and len(gateway_ll) == 5
-    for key, values in gateway_ll.items():
-        assert values == pytest.approx(local_ll[key], abs=1e-3), key
-    for task in tasks:
-        assert via_gateway["results"][task]["acc,none"] == local["results"][task]["acc,none"]
+    local_ll = _loglikelihoods(local)
+    for remote in (via_gateway, via_arena):
+        remote_ll = _loglikelihoods(remote)
+        assert remote_ll.keys() == local_ll.keys() and len(remote_ll) == 5
+        for key, values in remote_ll.items():
+            assert values == pytest.approx(local_ll[key], abs=1e-3), key
+        for task in tasks:
+            assert remote["results"][task]["acc,none"] == local["results"][task]["acc,none"]
