@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     judge_api_key: str | None = Field(
         default=None, description="API key for judge_base_url (e.g. an OpenAI key)."
     )
+    judge_max_tokens: int | None = Field(
+        default=None, ge=1, description="Longest judgment asked of the judge (unset: no limit; "
+        "a small local judge needs one, the scores are on the first line)."
+    )
+    judge_timeout_s: float = Field(
+        default=60.0, gt=0, description="Per-call timeout of the judge, in seconds."
+    )
 
     broker_url: str | None = Field(
         default=None,

@@ -37,7 +37,7 @@ class JudgeClient:
     def __init__(self, *, base_url: str, model: str, api_key: str, concurrency: int = 8,
                  timeout_s: float = 60.0, max_retries: int = 4,
                  price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0,
-                 temperature: float = 0.0) -> None:
+                 temperature: float = 0.0, max_tokens: int | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.model = model
@@ -49,6 +49,7 @@ class JudgeClient:
         self.price_per_1k_prompt = price_per_1k_prompt
         self.price_per_1k_completion = price_per_1k_completion
         self.temperature = temperature
+        self.max_tokens = max_tokens
         self.usage = Usage()
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -77,7 +78,8 @@ class JudgeClient:
         try:
             response = await client.chat.completions.create(
                 model=self.model, messages=messages,  # type: ignore[arg-type]
-                temperature=self.temperature)
+                temperature=self.temperature,
+                max_tokens=self.max_tokens if self.max_tokens else openai.omit)
         except openai.APIError as exc:
             logger.warning("judge call failed: %s", exc)
             return JudgeReply(text=None, error=f"{type(exc).__name__}: {exc}")

@@ -55,6 +55,12 @@ class JudgeRequest(BaseModel):
                             description="Longest answer turn produced via the gateway.")
     judge_retries: int = Field(default=4, ge=0,
                                description="Retries per failed judge call (429, 5xx, network).")
+    judge_max_tokens: int | None = Field(
+        default=None, ge=1, description="Longest judgment asked of the judge; None: "
+        "ARENA_JUDGE_MAX_TOKENS (unset: the judge's own limit).")
+    judge_timeout_s: float | None = Field(
+        default=None, gt=0, description="Per-call timeout of the judge; None: "
+        "ARENA_JUDGE_TIMEOUT_S.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +205,10 @@ def run_judge(request: JudgeRequest, *, store_path: Path, base_url: str, api_key
                        base_url=base_url, api_key=api_key, on_progress=on_progress)
               if side.model is not None else side.answers or {}
               for side in sides]
+    max_tokens, timeout_s = judge_limits(request)
     client = JudgeClient(base_url=judge_url, model=judge_model, api_key=judge_key,
-                         concurrency=request.concurrency, max_retries=request.judge_retries)
+                         concurrency=request.concurrency, max_retries=request.judge_retries,
+                         max_tokens=max_tokens, timeout_s=timeout_s)
     judge: Judge = client if on_progress is None else _ProgressJudge(client, on_progress)
     with JudgmentStore(store_path) as store:
         try:
@@ -232,6 +240,15 @@ def judge_settings(request: JudgeRequest, judge_api_key: str | None) -> tuple[st
     return (request.judge_model or settings.judge_model,
             request.judge_base_url or settings.judge_base_url,
             judge_api_key or settings.judge_api_key or "EMPTY")
+
+
+def judge_limits(request: JudgeRequest) -> tuple[int | None, float]:
+    """The judge's ``(max_tokens, timeout_s)``: the request's, else ``Settings()``'s."""
+    from arena.settings import Settings
+
+    settings = Settings()
+    return (request.judge_max_tokens or settings.judge_max_tokens,
+            request.judge_timeout_s or settings.judge_timeout_s)
 
 
 async def _protocol(request: JudgeRequest, judge: Judge, store: JudgmentStore,

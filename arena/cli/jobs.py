@@ -75,6 +75,8 @@ def jobs_worker(
                                  f"{', '.join(QUEUES)}", param_hint="--queues")
     logging.basicConfig(level=loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2", "openai"):  # one line per request is noise in a job log
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
