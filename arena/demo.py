@@ -1,12 +1,22 @@
-"""``arena demo``: build demo checkpoints, start the control plane and workers, show an answer.
+"""``arena demo``: build demo checkpoints, start the control plane and workers, show an answer,
+then run the whole loop: fine-tune a LoRA candidate, register it, evaluate it, put it in the arena.
 
-The demo is a supervisor: it runs ``arena serve`` and one ``arena worker`` per model as child
-processes on the embedded defaults (SQLite in the data directory, no external server), registers
-the demo checkpoints through the API like any user would, and stops everything on Ctrl-C.
+The demo is a supervisor: it runs ``arena serve``, one ``arena worker`` per model and an
+``arena jobs-worker`` as child processes on the embedded defaults (SQLite in the data directory,
+the embedded broker, no external server), registers the demo checkpoints through the API like
+any user would, and stops everything on Ctrl-C.
+
+The loop: benchmark runs of the base on the project's own MMLU / C-Eval samples; a LoRA job on
+the base with the project's small instruction set; the job worker registers the candidate (its
+parent: the base), and the evaluation policy, set for the job worker only, queues the candidate's
+benchmark runs and a judge ratio run against its parent (the judge: SmolLM2 itself, through the
+gateway — a stand-in for GPT-4, whose judgments are often unparseable and counted as such). The
+base's worker adopts the new adapter, so the candidate joins the arena beside its parent.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -32,6 +42,7 @@ DEMO_CHECKPOINTS: dict[str, dict] = {
                         "parent": "tiny-llama"},
     "tiny-t5": {"source": "tiny-t5", "template": "fastchat_t5"},
 }
+FINETUNE_STEPS = 40
 WORKER_GROUPS: tuple[tuple[str, ...], ...] = (
     ("smollm2-135m-instruct",),
     ("tiny-llama", "tiny-llama-lora"),  # two models, one base, one worker (multi-LoRA)
@@ -46,7 +57,9 @@ class Child:
     log: Path
 
 
-def run_demo(*, host: str, port: int) -> None:
+def run_demo(*, host: str, port: int, finetune: bool = True,
+             finetune_base: str = "smollm2-135m-instruct",
+             finetune_steps: int = FINETUNE_STEPS) -> None:
     settings = Settings()
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +83,8 @@ def run_demo(*, host: str, port: int) -> None:
             _register(url, admin_key, name, spec, models)
         out.print(f"[green]✓[/green] registered {', '.join(DEMO_CHECKPOINTS)}")
         for group in WORKER_GROUPS:
-            args = ["worker", "--controller", url, "--host", host, "--port", str(_free_port(host))]
+            args = ["worker", "--controller", url, "--host", host, "--port", str(_free_port(host)),
+                    "--adopt-adapters"]
             for name in group:
                 args += ["--checkpoint", name]
             children.append(_start(f"worker {'+'.join(group)}", args, data_dir,
@@ -79,6 +93,11 @@ def run_demo(*, host: str, port: int) -> None:
             _wait(lambda: _served(url) >= set(DEMO_CHECKPOINTS), children, 300)
         out.print(f"[green]✓[/green] workers serving {', '.join(sorted(_served(url)))}")
         _show_answer(url)
+        if finetune:
+            children.append(_start("jobs worker", ["jobs-worker"], data_dir,
+                                   _policy_env(url, admin_key, data_dir)))
+            _loop(url, admin_key, data_dir, base=finetune_base, steps=finetune_steps,
+                  children=children)
         out.print(
             f"\n[bold]Alpaca Arena is running at {url}[/bold]\n"
             f"  arena UI   {url}/ui/\n"
@@ -107,6 +126,109 @@ def run_demo(*, host: str, port: int) -> None:
                 child.proc.wait(15)
             except subprocess.TimeoutExpired:
                 child.proc.kill()
+
+
+def _policy_env(url: str, key: str, data_dir: Path) -> dict[str, str]:
+    """The job worker's settings: the evaluation policy for the candidates it registers."""
+    from benchmarks.samples import write_ceval_sample, write_mmlu_sample
+
+    samples = data_dir / "samples"
+    suites = {"mmlu": str(write_mmlu_sample(samples / "mmlu")),
+              "ceval": str(write_ceval_sample(samples / "ceval"))}
+    return {"ARENA_URL": url, "ARENA_API_KEY": key, "ARENA_EVAL_SUITES": json.dumps(suites),
+            "ARENA_EVAL_JUDGE_REFERENCE": "parent", "ARENA_EVAL_JUDGE_MAX_TOKENS": "200",
+            "ARENA_JUDGE_BASE_URL": f"{url}/v1", "ARENA_JUDGE_MAX_TOKENS": "48",
+            "ARENA_JUDGE_TIMEOUT_S": "300",
+            "ARENA_JUDGE_MODEL": "smollm2-135m-instruct", "ARENA_JUDGE_API_KEY": "EMPTY"}
+
+
+def _api(method: str, url: str, key: str, path: str, body: dict | None = None) -> dict:
+    response = httpx.request(method, url + path, json=body, timeout=120,
+                             headers={"Authorization": f"Bearer {key}"})
+    if response.status_code >= 400:
+        raise SystemExit(f"{method} {path} failed ({response.status_code}): {response.text}")
+    return response.json()
+
+
+def _loop(url: str, key: str, data_dir: Path, *, base: str, steps: int,
+          children: list[Child]) -> None:
+    """Evaluate the base, fine-tune a candidate, follow its evaluation; print as it goes."""
+    from importlib.resources import files
+
+    candidate = f"{base}-demo-lora"
+    samples = json.loads(_policy_env(url, key, data_dir)["ARENA_EVAL_SUITES"])
+    done = {(j["checkpoint"], j["kind"], (j.get("params") or {}).get("suite"))
+            for j in _api("GET", url, key, "/api/jobs?limit=1000")
+            if j["state"] in ("queued", "running", "succeeded")}
+    for suite, path in samples.items():
+        if (base, "bench", suite) not in done:
+            _api("POST", url, key, "/api/benchmarks/runs",
+                 {"model": base, "suite": suite, "data": path, "shots": 5})
+    if httpx.get(f"{url}/api/checkpoints/{candidate}").status_code != 200 and \
+            (base, "finetune", None) not in done:
+        data = files("model_workers.finetune") / "data" / "demo_instructions.jsonl"
+        job = _api("POST", url, key, "/api/finetune", {
+            "base": base, "data": str(data), "output_name": candidate,
+            "config": {"method": "lora", "max_steps": steps, "batch_size": 4,
+                       "learning_rate": 1e-3, "lora_r": 8, "max_length": 256, "seed": 0}})
+        out.print(f"[green]✓[/green] queued fine-tuning job {job['id']}: LoRA on {base} → "
+                  f"{candidate} ({job['params']['records']} instructions, {steps} steps)")
+        _follow_finetune(url, job["id"], children)
+    _follow_evaluations(url, children)
+
+
+def _follow_finetune(url: str, job_id: int, children: list[Child]) -> None:
+    last = 0.0
+    while True:
+        _check_children(children)
+        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=30).json()
+        p = job.get("progress") or {}
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        if p.get("total_steps") and time.monotonic() - last > 10:
+            last = time.monotonic()
+            loss = f"{p['loss']:.3f}" if p.get("loss") is not None else "–"
+            eta = f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") is not None else ""
+            out.print(f"  fine-tuning: step {p.get('step', 0)}/{p['total_steps']}, loss {loss}, "
+                      f"{p.get('tokens_per_s') or 0:.0f} tokens/s{eta}")
+        time.sleep(1.0)
+    if job["state"] != "succeeded":
+        out.print(f"[red]fine-tuning job {job_id} {job['state']}: {job.get('error')}[/red]")
+        return
+    out.print(f"[green]✓[/green] registered {job['output_checkpoint']} (parent "
+              f"{job['checkpoint']}, final loss {job['result'].get('final_loss'):.3f}); "
+              "its evaluations are queued")
+
+
+def _follow_evaluations(url: str, children: list[Child], timeout_s: float = 1200) -> None:
+    deadline = time.monotonic() + timeout_s
+    with out.status("evaluating (benchmarks and the judge) on the job worker"):
+        while time.monotonic() < deadline:
+            _check_children(children)
+            runs = httpx.get(f"{url}/api/runs", timeout=30).json()["runs"]
+            if runs and all(r["state"] in ("succeeded", "failed", "cancelled") for r in runs):
+                break
+            time.sleep(2.0)
+    runs = httpx.get(f"{url}/api/runs", timeout=30).json()
+    for run in runs["runs"]:
+        if run["state"] == "failed":
+            out.print(f"[yellow]run {run['id']} ({run['kind']} of {run['checkpoint']}) failed: "
+                      f"{run['error']}[/yellow]")
+    board = httpx.get(f"{url}/api/leaderboard", timeout=60).json()
+    out.print(f"[bold]Leaderboard[/bold] (judge ratio against {board.get('judge_reference')})")
+    for row in board["rows"]:
+        cells = [f"{s} {100 * row[s]:.1f}%" for s in ("mmlu", "ceval") if row.get(s) is not None]
+        if row.get("judge_ratio") is not None:
+            cells.append(f"judge ratio {row['judge_ratio']:.1f}%")
+        if cells:
+            out.print(f"  {row['model']:<40} " + "  ".join(cells))
+
+
+def _check_children(children: list[Child]) -> None:
+    for child in children:
+        if child.proc.poll() is not None:
+            tail = child.log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{child.name} exited ({child.proc.returncode}):\n{tail}")
 
 
 def _interrupt(_signum, _frame) -> None:

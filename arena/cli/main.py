@@ -73,11 +73,19 @@ def serve(
 def demo(
     host: Annotated[str, typer.Option(help="Interface for the control plane.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for the control plane.")] = 8000,
+    finetune: Annotated[bool, typer.Option(help="Run the loop: fine-tune a LoRA candidate, "
+                                                "evaluate it, put it in the arena.")] = True,
+    finetune_base: Annotated[str, typer.Option(help="Demo checkpoint to fine-tune.")] =
+    "smollm2-135m-instruct",
+    finetune_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the demo "
+                                                             "fine-tune.")] = 40,
 ) -> None:
-    """Build the demo checkpoints, register them, start the control plane and workers."""
+    """Build the demo checkpoints, register them, start the control plane, workers and a job
+    worker; then fine-tune a LoRA candidate from the base, register and evaluate it."""
     from arena.demo import run_demo
 
-    run_demo(host=host, port=port)
+    run_demo(host=host, port=port, finetune=finetune, finetune_base=finetune_base,
+             finetune_steps=finetune_steps)
 
 
 if __name__ == "__main__":
