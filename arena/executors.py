@@ -53,6 +53,7 @@ def compact_bench(summary: dict[str, Any]) -> dict[str, Any]:
 
 def run_bench(ctx: JobContext) -> dict[str, Any]:
     from benchmarks.runs import BenchRequest, run_benchmark, validate_request
+    from benchmarks.scorers import ScoringError
 
     job = ctx.job
     assert job.checkpoint is not None
@@ -70,7 +71,7 @@ def run_bench(ctx: JobContext) -> dict[str, Any]:
     try:
         summary = run_benchmark(request, model=job.checkpoint, base_url=base_url, api_key=key,
                                 on_progress=on_progress)
-    except (ArenaError, ValueError, OSError) as exc:
+    except (ArenaError, ScoringError, ValueError, OSError) as exc:
         raise JobFailed(str(exc)) from exc
     path = ctx.results_path(f"bench-{request.suite}")
     dump_json(path, summary)
