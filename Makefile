@@ -38,6 +38,7 @@ bench: venv
 	$(BIN)/python scripts/bench_ratings.py
 	$(BIN)/python scripts/bench_votes.py
 	$(BIN)/python scripts/bench_benchmarks.py
+	$(BIN)/python scripts/bench_finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
