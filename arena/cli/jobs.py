@@ -263,6 +263,8 @@ def submit(
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps (a crashed "
+                                                        "job resumes from the last one).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Register merged weights, not the "
                                                         "adapter.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job with a progress bar "
@@ -276,7 +278,8 @@ def submit(
     options = {"method": method, "mode": mode, "data_format": data_format, "epochs": epochs,
                "max_steps": max_steps, "learning_rate": learning_rate, "batch_size": batch_size,
                "gradient_accumulation_steps": grad_accum, "max_length": max_length,
-               "lora_r": lora_r, "lora_alpha": lora_alpha, "seed": seed, "merge": merge}
+               "lora_r": lora_r, "lora_alpha": lora_alpha, "seed": seed, "save_steps": save_steps,
+               "merge": merge}
     config = {k: v for k, v in options.items() if v is not None}
     body = {"base": base, "data": str(data.resolve()), "output_name": name,
             "template": template, "config": config}

@@ -187,9 +187,22 @@ def test_lora_finetune_registers_a_served_candidate(broker, tmp_path, tiny_model
         assert register(control, name="base", source=str(tiny_models["llama"]),
                         template="vicuna_v1.1").status_code == 201
         jobs_worker = start_jobs_worker(tmp_path, control)
-        response = _finetune(url, instructions, "cand")
-        assert response.status_code == 202, response.text
-        job = wait_job(control, response.json()["id"], workers=(jobs_worker,))
+        if broker == "redis":
+            response = _finetune(url, instructions, "cand")
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+        else:  # as a user would: the CLI follows the job with a progress bar until it ends
+            submitted = subprocess.run(
+                arena_cmd("finetune", "submit", "--base", "base", "--data", str(instructions),
+                          "--name", "cand", "--max-steps", "24", "--batch-size", "4",
+                          "--lr", "5e-3", "--lora-r", "8", "--seed", "0", "--wait",
+                          "--url", url, "--api-key", ADMIN_KEY),
+                capture_output=True, text=True, timeout=300,
+                env={**os.environ, "COLUMNS": "200"})
+            assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+            assert "registered cand" in submitted.stdout
+            job_id = int(submitted.stdout.split("queued job ")[1].split(":")[0])
+        job = wait_job(control, job_id, workers=(jobs_worker,))
         assert job["state"] == "succeeded", (job["error"], jobs_worker.log_text()[-2000:])
         assert job["output_checkpoint"] == "cand" and job["attempts"] == 1
         losses = [m["loss"] for m in httpx.get(f"{url}/api/jobs/{job['id']}/metrics").json()]
@@ -247,7 +260,7 @@ def test_killed_job_worker_resumes_and_registers_once(tmp_path, tiny_models, ins
 
         second = start_jobs_worker(tmp_path, control, "jobs-2")
         job = wait_job(control, job_id, timeout_s=400, workers=(first, second))
-        assert job["state"] == "succeeded", (job["error"], jobs_worker.log_text()[-2000:])
+        assert job["state"] == "succeeded", (job["error"], second.log_text()[-2000:])
         assert job["attempts"] == 2
         events = [e["message"] for e in httpx.get(f"{url}/api/jobs/{job_id}/events").json()]
         assert any("queued again" in m for m in events), events
