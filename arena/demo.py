@@ -210,6 +210,18 @@ def _follow_evaluations(url: str, children: list[Child], timeout_s: float = 1200
                 break
             time.sleep(2.0)
     runs = httpx.get(f"{url}/api/runs", timeout=30).json()
+    for job in httpx.get(f"{url}/api/jobs?kind=judge&state=succeeded", timeout=30).json():
+        result = job.get("result") or {}
+        overall = (result.get("result") or {}).get("overall") or {}
+        unparseable = (result.get("result") or {}).get("unparseable")
+        bad = sum(unparseable.values()) if isinstance(unparseable, dict) else unparseable or 0
+        models = " vs ".join(result.get("models") or [])
+        ratio = overall.get("ratio")
+        out.print(f"  judge ({result.get('judge_model')}) {models}: "
+                  + (f"ratio {ratio:.1f}%" if ratio is not None else "no ratio")
+                  + f"; {bad} judgments unparseable"
+                  + (" — a small stand-in judge; point ARENA_JUDGE_* at a strong model"
+                     if bad else ""))
     for run in runs["runs"]:
         if run["state"] == "failed":
             out.print(f"[yellow]run {run['id']} ({run['kind']} of {run['checkpoint']}) failed: "
