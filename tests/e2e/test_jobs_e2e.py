@@ -310,6 +310,11 @@ def test_failed_job_says_why_and_registers_nothing(tmp_path, tiny_models, contro
                     template="vicuna_v1.1").status_code == 201
     response = _finetune(url, instructions, "cand", max_steps=2)
     assert response.status_code == 202, response.text
+    other = _finetune(url, instructions, "other", max_steps=2).json()["id"]
+    cancelled = subprocess.run(arena_cmd("jobs", "cancel", str(other), "--url", url,
+                                         "--api-key", ADMIN_KEY),
+                               capture_output=True, text=True, timeout=60)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stderr
     instructions.write_text('{"instruction": "only"}\n', encoding="utf-8")  # broken meanwhile
     jobs_worker = start_jobs_worker(tmp_path, control_plane)
     job = wait_job(control_plane, response.json()["id"], workers=(jobs_worker,))
@@ -320,3 +325,11 @@ def test_failed_job_says_why_and_registers_nothing(tmp_path, tiny_models, contro
     logs = subprocess.run(arena_cmd("jobs", "logs", str(job["id"]), "--url", url),
                           capture_output=True, text=True, timeout=60)
     assert "failed" in logs.stdout and "line 1" in logs.stdout
+    env = {**os.environ, "COLUMNS": "200"}
+    listed = subprocess.run(arena_cmd("jobs", "list", "--url", url), capture_output=True,
+                            text=True, timeout=60, env=env).stdout
+    assert "failed" in listed and "cancelled" in listed
+    shown = subprocess.run(arena_cmd("jobs", "show", str(job["id"]), "--url", url),
+                           capture_output=True, text=True, timeout=60, env=env).stdout
+    assert "line 1" in shown and "output_name" in shown
+    assert httpx.get(f"{url}/api/jobs/{other}").json()["state"] == "cancelled"
