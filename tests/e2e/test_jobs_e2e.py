@@ -73,11 +73,23 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
     proc.wait(10)
 
 
+_STARTED: list[Proc] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_jobs_workers() -> Iterator[None]:
+    """Every job worker a test started is stopped when the test ends, whatever happened."""
+    yield
+    while _STARTED:
+        _STARTED.pop().stop()
+
+
 def start_jobs_worker(tmp_path: Path, control: Proc, name: str = "jobs") -> Proc:
     env = {**control.extra["env"], "ARENA_URL": control.url}
     log = tmp_path / f"{name}.log"
     proc = spawn(arena_cmd("jobs-worker", "--loglevel", "info"), log=log, env=env)
     worker = Proc(proc=proc, log=log, url="")
+    _STARTED.append(worker)
     wait_for(lambda: "ready" in worker.log_text(), timeout_s=60, what="jobs-worker ready",
              proc=proc)
     return worker
