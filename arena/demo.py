@@ -94,10 +94,10 @@ def run_demo(*, host: str, port: int, finetune: bool = True,
         out.print(f"[green]✓[/green] workers serving {', '.join(sorted(_served(url)))}")
         _show_answer(url)
         if finetune:
-            children.append(_start("jobs worker", ["jobs-worker"], data_dir,
-                                   _policy_env(url, admin_key, data_dir)))
-            _loop(url, admin_key, data_dir, base=finetune_base, steps=finetune_steps,
-                  children=children)
+            policy = _policy_env(url, admin_key, data_dir)
+            children.append(_start("jobs worker", ["jobs-worker"], data_dir, policy))
+            _loop(url, admin_key, json.loads(policy["ARENA_EVAL_SUITES"]), base=finetune_base,
+                  steps=finetune_steps, children=children)
         out.print(
             f"\n[bold]Alpaca Arena is running at {url}[/bold]\n"
             f"  arena UI   {url}/ui/\n"
@@ -150,13 +150,13 @@ def _api(method: str, url: str, key: str, path: str, body: dict | None = None) -
     return response.json()
 
 
-def _loop(url: str, key: str, data_dir: Path, *, base: str, steps: int,
+def _loop(url: str, key: str, samples: dict[str, str], *, base: str, steps: int,
           children: list[Child]) -> None:
-    """Evaluate the base, fine-tune a candidate, follow its evaluation; print as it goes."""
+    """Evaluate the base on ``samples`` (suite → data), fine-tune a candidate, follow its
+    evaluation; print as it goes."""
     from importlib.resources import files
 
     candidate = f"{base}-demo-lora"
-    samples = json.loads(_policy_env(url, key, data_dir)["ARENA_EVAL_SUITES"])
     done = {(j["checkpoint"], j["kind"], (j.get("params") or {}).get("suite"))
             for j in _api("GET", url, key, "/api/jobs?limit=1000")
             if j["state"] in ("queued", "running", "succeeded")}
@@ -273,10 +273,7 @@ def _wait(predicate, children: Child | list[Child], timeout_s: float) -> None:
     watched = children if isinstance(children, list) else [children]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for child in watched:
-            if child.proc.poll() is not None:
-                tail = child.log.read_text(errors="replace")[-3000:]
-                raise SystemExit(f"{child.name} exited ({child.proc.returncode}):\n{tail}")
+        _check_children(watched)
         try:
             if predicate():
                 return

@@ -25,14 +25,18 @@ KINDS = ("finetune", "bench", "judge")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ClientError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}", param="kind")
+
+
 def log_event(session: Session, job_id: int, message: str, level: str = "info") -> None:
     session.add(JobEvent(job_id=job_id, tstamp=time.time(), level=level, message=message))
 
 
 def create_job(session: Session, *, kind: str, params: dict[str, Any], checkpoint: str | None,
                trigger: str = "api", max_attempts: int = 3) -> Job:
-    if kind not in KINDS:
-        raise ClientError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}", param="kind")
+    _check_kind(kind)
     # a queued job's lease_expires is when its message was last sent (see resend_stale_queued)
     job = Job(kind=kind, params=params, checkpoint=checkpoint, trigger=trigger,
               max_attempts=max_attempts, lease_expires=time.time())
@@ -80,8 +84,8 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def list_jobs(session: Session, *, kind: str | None = None, state: str | None = None,
               checkpoint: str | None = None, limit: int = 100) -> list[Job]:
-    if kind is not None and kind not in KINDS:
-        raise ClientError(f"unknown job kind {kind!r}: use one of {', '.join(KINDS)}", param="kind")
+    if kind is not None:
+        _check_kind(kind)
     if state is not None and state not in STATES:
         raise ClientError(f"unknown state {state!r}: use one of {', '.join(STATES)}",
                           param="state")

@@ -304,13 +304,11 @@ def human_evaluation(session: Session, *, filter: RatingFilter | None = None,
     """LLMZoo's human evaluation from the arena's votes: win/tie/lose per model pair
     (``evaluators.human``), from the reference's opponents' side when one is given."""
     from dataclasses import asdict
-    from itertools import chain, repeat
 
-    from evaluators.human import human_pairs
+    from evaluators.human import tally_pairs
 
     tally = vote_tally(session, filter=filter or RatingFilter())
-    votes = chain.from_iterable(repeat(key, n) for key, n in tally.items())
-    return [asdict(pair) for pair in human_pairs(votes, reference=reference)]
+    return [asdict(pair) for pair in tally_pairs(tally, reference=reference)]
 
 
 def leaderboard(
@@ -342,8 +340,7 @@ def leaderboard(
 
     result = cache.get(key, fit) if cache is not None else fit()
     rows = _board_rows(result, list(session.exec(select(Checkpoint)).all()))
-    reference = reference or results.default_reference(session)
-    _fill_evaluations(session, rows, reference)
+    reference = _fill_evaluations(session, rows, reference)
     return LeaderboardPublic(
         rows=rows,
         models=result.models,
@@ -353,10 +350,12 @@ def leaderboard(
     )
 
 
-def _fill_evaluations(session: Session, rows: list[LeaderboardRow], reference: str | None) -> None:
-    """Benchmark accuracies and judge ratios from finished runs (``arena.results``)."""
+def _fill_evaluations(session: Session, rows: list[LeaderboardRow],
+                      reference: str | None) -> str | None:
+    """Benchmark accuracies and judge ratios from finished runs (``arena.results``); returns
+    the judge reference used."""
     scores = results.benchmark_scores(session)
-    ratios = results.judge_ratios(session, reference) if reference else {}
+    reference, ratios = results.judge_ratios(session, reference)
     for row in rows:
         for suite, score in scores.get(row.model, {}).items():
             setattr(row, suite, score["accuracy"])
@@ -364,6 +363,7 @@ def _fill_evaluations(session: Session, rows: list[LeaderboardRow], reference: s
         if ratio is not None:
             row.judge_ratio, row.judge_ci_low, row.judge_ci_high = (
                 ratio["ratio"], ratio["ci_low"], ratio["ci_high"])
+    return reference
 
 
 def _check(*, method: str, rounds: int, seed: int, anchor: Anchor | None) -> None:

@@ -49,17 +49,17 @@ def _ratio_runs(session: Session) -> list[tuple[Job, str, str]]:
     return runs
 
 
-def default_reference(session: Session) -> str | None:
-    """The reference most ratio runs were judged against."""
-    counts = Counter(reference for _, _, reference in _ratio_runs(session))
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def judge_ratios(session: Session, reference: str) -> dict[str, dict[str, Any]]:
-    """``{model: {ratio, ci_low, ci_high, n, wins, ties, losses, beat_rate, by_category,
-    job_id}}`` for ratio runs of each model against ``reference`` (percentages)."""
+def judge_ratios(session: Session,
+                 reference: str | None = None) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """``(reference, {model: {ratio, ci_low, ci_high, n, wins, ties, losses, beat_rate,
+    by_category, judge_model, job_id}})`` for ratio runs of each model against ``reference``
+    (percentages); without one, against the reference most runs were judged against."""
+    runs = _ratio_runs(session)
+    if reference is None:
+        counts = Counter(ref for _, _, ref in runs)
+        reference = counts.most_common(1)[0][0] if counts else None
     ratios: dict[str, dict[str, Any]] = {}
-    for job, model, ref in _ratio_runs(session):
+    for job, model, ref in runs:
         if ref != reference:
             continue
         result = (job.result or {}).get("result") or {}
@@ -70,4 +70,4 @@ def judge_ratios(session: Session, reference: str) -> dict[str, dict[str, Any]]:
                                          (result.get("by_category") or {}).items()},
                          "judge_model": (job.result or {}).get("judge_model"),
                          "job_id": job.id}
-    return ratios
+    return reference, ratios

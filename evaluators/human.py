@@ -10,7 +10,7 @@ Pure functions over plain tuples: the control plane reads the vote rows and pass
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
@@ -42,8 +42,15 @@ def human_pairs(votes: Iterable[Sequence[str]], *,
     a model against itself are ignored. Sorted by ``(model_a, model_b)``. An unknown winner
     raises ``ValueError``.
     """
+    return tally_pairs(Counter((a, b, w) for a, b, w in votes), reference=reference)
+
+
+def tally_pairs(tally: Mapping[tuple[str, str, str], int], *,
+                reference: str | None = None) -> list[HumanPair]:
+    """`human_pairs` of votes already counted per ``(model_a, model_b, winner)`` (as the
+    database's ``GROUP BY`` gives them): the work is per group, not per vote."""
     counts: Counter[tuple[str, str, str]] = Counter()  # (first, second, outcome for first)
-    for model_a, model_b, winner in votes:
+    for (model_a, model_b, winner), n in tally.items():
         if winner not in WINNERS:
             raise ValueError(f"unknown winner {winner!r}; expected one of {', '.join(WINNERS)}")
         if model_a == model_b:
@@ -51,9 +58,9 @@ def human_pairs(votes: Iterable[Sequence[str]], *,
         first, second = _oriented(model_a, model_b, reference)
         if winner == "model_a" or winner == "model_b":
             won = (winner == "model_a") == (first == model_a)
-            counts[first, second, "win" if won else "loss"] += 1
+            counts[first, second, "win" if won else "loss"] += n
         else:
-            counts[first, second, "both_bad" if winner == "tie (bothbad)" else "tie"] += 1
+            counts[first, second, "both_bad" if winner == "tie (bothbad)" else "tie"] += n
     pairs = sorted({(first, second) for first, second, _ in counts})
     if reference is not None:
         pairs = [p for p in pairs if p[1] == reference]

@@ -213,10 +213,9 @@ def evaluation_runs(checkpoint: str | None = Query(None),
             | {"suite": j.params.get("suite"), "reference": j.params.get("model_b"),
                "done": j.progress.get("done"), "total": j.progress.get("total")}
             for j in rows if j.kind in ("bench", "judge")]
-    reference = reference or settings.leaderboard_reference or results.default_reference(session)
+    reference, ratios = results.judge_ratios(session, reference or settings.leaderboard_reference)
     return {"runs": runs, "benchmarks": results.benchmark_scores(session),
-            "judge_reference": reference,
-            "judge_ratios": results.judge_ratios(session, reference) if reference else {}}
+            "judge_reference": reference, "judge_ratios": ratios}
 
 
 @router.get("/api/runs/judge.png", response_class=Response,
@@ -227,8 +226,7 @@ def judge_plot(reference: str | None = Query(None),
     """Every model's judge ratio against the reference, per question category."""
     from arena.results_plots import plot_judge
 
-    reference = reference or settings.leaderboard_reference or results.default_reference(session)
-    ratios = results.judge_ratios(session, reference) if reference else {}
+    reference, ratios = results.judge_ratios(session, reference or settings.leaderboard_reference)
     return Response(plot_judge(ratios, reference or "(none)"), media_type="image/png")
 
 

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from arena.cli.client import call
-from arena.settings import ClientSettings
+from arena.cli.client import call, endpoint
 
 app = typer.Typer(help="Register and inspect checkpoints (talks to a running control plane).")
 out = Console()
@@ -18,11 +17,6 @@ out = Console()
 Url = Annotated[str | None, typer.Option(help="Control-plane URL [env ARENA_URL].")]
 Key = Annotated[str | None, typer.Option(help="API key [env ARENA_API_KEY].")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _client(url: str | None, key: str | None) -> tuple[str, str | None]:
-    settings = ClientSettings()
-    return url or settings.url, key or settings.key()
 
 
 def _parse_meta(pairs: list[str]) -> dict:
@@ -58,7 +52,7 @@ def register(
     as_json: AsJson = False,
 ) -> None:
     """Validate and register a checkpoint; a refused registration stores nothing."""
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     body = {
         "name": name, "source": source, "template": template, "revision": revision,
         "adapter": adapter, "gguf_file": gguf_file, "delta_base": delta_base, "parent": parent,
@@ -75,7 +69,7 @@ def register(
 @app.command("list")
 def list_(url: Url = None, as_json: AsJson = False) -> None:
     """List registered checkpoints with their lineage."""
-    rows = call("GET", _client(url, None)[0], "/api/checkpoints")
+    rows = call("GET", endpoint(url, None)[0], "/api/checkpoints")
     if as_json:
         out.print_json(data=rows)
         return
@@ -90,7 +84,7 @@ def list_(url: Url = None, as_json: AsJson = False) -> None:
 def show(name: str, url: Url = None, as_json: AsJson = False) -> None:
     """Show one checkpoint: its fields, its lineage (base → … → it, and its children) and,
     for a fine-tuned candidate, how it was trained."""
-    base = _client(url, None)[0]
+    base = endpoint(url, None)[0]
     row = call("GET", base, f"/api/checkpoints/{name}")
     if as_json:
         out.print_json(data=row)
@@ -135,7 +129,7 @@ def update(
     api_key: Key = None,
 ) -> None:
     """Change a checkpoint's template, parent or metadata."""
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     body: dict = {}
     if template is not None:
         body["template"] = template
@@ -149,6 +143,6 @@ def update(
 @app.command()
 def remove(name: str, url: Url = None, api_key: Key = None) -> None:
     """Remove a checkpoint (refused while other checkpoints name it as parent)."""
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     call("DELETE", base, f"/api/checkpoints/{name}", api_key=key)
     out.print(f"removed {name}")

@@ -11,6 +11,15 @@ from rich.console import Console
 err = Console(stderr=True)
 
 
+def endpoint(url: str | None, key: str | None) -> tuple[str, str | None]:
+    """The control plane's URL and API key: the options given, else ARENA_URL and
+    ARENA_API_KEY / ARENA_ADMIN_KEY."""
+    from arena.settings import ClientSettings
+
+    settings = ClientSettings()
+    return url or settings.url, key or settings.key()
+
+
 def call(
     method: str, url: str, path: str, *, api_key: str | None = None, json: Any = None,
     timeout_s: float = 600.0,

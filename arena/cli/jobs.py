@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from arena.cli.client import call, err
+from arena.cli.client import call, endpoint, err
 
 app = typer.Typer(help="The job queue: list, show, cancel and follow jobs.", no_args_is_help=True)
 finetune_app = typer.Typer(help="Fine-tune a registered checkpoint (LoRA, QLoRA or full).",
@@ -25,13 +25,6 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 Url = Annotated[str | None, typer.Option(help="Control-plane URL (env ARENA_URL).")]
 Key = Annotated[str | None, typer.Option(help="API key (env ARENA_API_KEY).")]
-
-
-def _client(url: str | None, key: str | None) -> tuple[str, str | None]:
-    from arena.settings import ClientSettings
-
-    settings = ClientSettings()
-    return url or settings.url, key or settings.key()
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -151,7 +144,7 @@ def list_jobs(kind: Annotated[str | None, typer.Option(help="finetune | bench | 
               limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
               url: Url = None) -> None:
     """Jobs, newest first."""
-    base, _ = _client(url, None)
+    base, _ = endpoint(url, None)
     query = "&".join(f"{k}={v}" for k, v in (("kind", kind), ("state", state),
                                              ("checkpoint", checkpoint), ("limit", limit)) if v)
     out.print(_job_table(call("GET", base, f"/api/jobs?{query}"), "jobs"))
@@ -162,7 +155,7 @@ def show(job_id: int, url: Url = None) -> None:
     """One job: its parameters, progress, result and error."""
     import json
 
-    base, _ = _client(url, None)
+    base, _ = endpoint(url, None)
     job = call("GET", base, f"/api/jobs/{job_id}")
     out.print(_job_table([job], f"job {job_id}"))
     for field in ("params", "progress", "result"):
@@ -178,7 +171,7 @@ def show(job_id: int, url: Url = None) -> None:
 @app.command()
 def cancel(job_id: int, url: Url = None, api_key: Key = None) -> None:
     """Cancel a queued job, or ask a running one to stop (it saves a checkpoint first)."""
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     job = call("POST", base, f"/api/jobs/{job_id}/cancel", api_key=key)
     out.print(f"job {job_id}: {job['state']}"
               + (" (cancellation requested)" if job["cancel_requested"] and
@@ -191,7 +184,7 @@ def logs(job_id: int, follow: Annotated[bool, typer.Option("--follow", "-f",
                                                                 "job ends.")] = False,
          url: Url = None) -> None:
     """A job's log: state changes, warnings, the failure."""
-    base, _ = _client(url, None)
+    base, _ = endpoint(url, None)
     after = 0
     while True:
         for event in call("GET", base, f"/api/jobs/{job_id}/events?after={after}"):
@@ -274,7 +267,7 @@ def submit(
 ) -> None:
     """Queue a fine-tuning job: checked now (base, data, template, name), trained by a job
     worker, registered as NAME with BASE as parent, then evaluated by the policy."""
-    base_url, key = _client(url, api_key)
+    base_url, key = endpoint(url, api_key)
     options = {"method": method, "mode": mode, "data_format": data_format, "epochs": epochs,
                "max_steps": max_steps, "learning_rate": learning_rate, "batch_size": batch_size,
                "gradient_accumulation_steps": grad_accum, "max_length": max_length,
@@ -302,7 +295,7 @@ def runs_command(checkpoint: Annotated[str | None, typer.Option(help="Only this 
                  reference: Annotated[str | None, typer.Option(help="Judge reference.")] = None,
                  url: Url = None) -> None:
     """Evaluation runs (benchmarks, judge) per checkpoint and their results."""
-    base, _ = _client(url, None)
+    base, _ = endpoint(url, None)
     query = "&".join(f"{k}={v}" for k, v in (("checkpoint", checkpoint),
                                              ("reference", reference)) if v)
     data = call("GET", base, f"/api/runs?{query}")

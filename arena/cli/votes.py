@@ -9,19 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from arena.cli.client import call
-from arena.settings import ClientSettings
+from arena.cli.client import call, endpoint
 
 app = typer.Typer(help="Import and export votes as FastChat clean_battle JSON (talks to the API).")
 out = Console()
 
 Url = Annotated[str | None, typer.Option(help="Control-plane URL [env ARENA_URL].")]
 Key = Annotated[str | None, typer.Option(help="Admin API key [env ARENA_API_KEY].")]
-
-
-def _client(url: str | None, key: str | None) -> tuple[str, str | None]:
-    settings = ClientSettings()
-    return url or settings.url, key or settings.key()
 
 
 @app.command("import")
@@ -36,7 +30,7 @@ def import_(
         records = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise typer.BadParameter(f"{file} is not valid JSON: {exc}", param_hint="FILE") from exc
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     result = call("POST", base, "/api/votes/import", api_key=key, json=records)
     out.print(f"imported {result['imported']} votes from {file}")
 
@@ -48,7 +42,7 @@ def export(
     api_key: Key = None,
 ) -> None:
     """Export every vote (model names included; flagged battles marked)."""
-    base, key = _client(url, api_key)
+    base, key = endpoint(url, api_key)
     records = call("GET", base, "/api/votes/export", api_key=key)
     file.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     out.print(f"exported {len(records)} votes to {file}")
